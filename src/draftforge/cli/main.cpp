@@ -1,0 +1,37 @@
+// Entry point of the `draftforge` executable.
+#include <torch/torch.h>
+
+#include <thread>
+
+#include "draftforge/cli/commands.h"
+#include "draftforge/util/logging.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"draftforge: train EAGLE-3 speculative-decoding drafts for models served by vLLM"};
+  app.require_subcommand(1);
+  std::string log_level = "info";
+  int threads = 0;
+  app.add_option("--log-level", log_level, "Log level: trace, debug, info, warn, error")
+      ->capture_default_str();
+  app.add_option("--threads", threads,
+                 "CPU threads for tensor math (0 = one per hardware thread)")
+      ->capture_default_str();
+  app.parse_complete_callback([&] {
+    draftforge::InitLogging(log_level);
+    // libtorch may default to a single thread; set the count explicitly.
+    int count = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    torch::set_num_threads(count);
+  });
+
+  draftforge::cli::AddPrepareCommand(app);
+  draftforge::cli::AddVocabCommand(app);
+  draftforge::cli::AddGenerateCommand(app);
+  draftforge::cli::AddTrainCommand(app);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    return app.exit(error);
+  }
+  return 0;
+}

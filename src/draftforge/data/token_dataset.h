@@ -1,0 +1,62 @@
+// The prepared dataset: rows of token ids with a per-token loss mask, stored
+// as a Hugging Face `datasets` save_to_disk directory (Arrow IPC stream shards,
+// state.json, dataset_info.json) with columns input_ids, loss_mask, seq_len.
+//
+// Python's `datasets.load_from_disk` reads what WriteTokenDataset writes, and
+// TokenDataset::Open reads what Python's prepare writes (loss_mask as
+// list<bool> or list<intX>, input_ids as list<int32|int64>, extra columns
+// ignored). The global row index (position across shards in state.json order)
+// is the key of the hidden-states file hs_{index}.safetensors.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "draftforge/util/status.h"
+
+namespace draftforge::data {
+
+// One row held in memory.
+struct TokenRow {
+  std::vector<int64_t> input_ids;
+  std::vector<uint8_t> loss_mask;  // 0 or 1 per token, same length as input_ids
+};
+
+// All rows of a prepared dataset, held in memory in CSR form.
+class TokenDataset {
+ public:
+  // Opens a save_to_disk directory. Errors name the directory, shard file and
+  // column. A dataset without a loss_mask column trains on every token.
+  static Result<TokenDataset> Open(const std::string& dir);
+
+  // Builds a dataset from rows in memory (tests, prepare).
+  static TokenDataset FromRows(std::vector<TokenRow> rows);
+
+  int64_t num_rows() const { return static_cast<int64_t>(offsets_.size()) - 1; }
+  int64_t seq_len(int64_t row) const { return offsets_[row + 1] - offsets_[row]; }
+  std::span<const int64_t> input_ids(int64_t row) const {
+    return {input_ids_.data() + offsets_[row], static_cast<size_t>(seq_len(row))};
+  }
+  std::span<const uint8_t> loss_mask(int64_t row) const {
+    return {loss_mask_.data() + offsets_[row], static_cast<size_t>(seq_len(row))};
+  }
+  int64_t total_tokens() const { return offsets_.back(); }
+
+  // Appends one row; input_ids and loss_mask must have equal lengths.
+  void AppendRow(std::span<const int64_t> ids, std::span<const uint8_t> mask);
+
+ private:
+  std::vector<int64_t> offsets_{0};
+  std::vector<int64_t> input_ids_;
+  std::vector<uint8_t> loss_mask_;
+};
+
+// Writes `dataset` to `dir` as a save_to_disk directory: shards of at most
+// ~500 MB named data-SSSSS-of-NNNNN.arrow, record batches of at most 1000 rows,
+// loss_mask as list<int64>, state.json with _format_type "torch", and the
+// minimal dataset_info.json. Files are written atomically.
+Status WriteTokenDataset(const std::string& dir, const TokenDataset& dataset);
+
+}  // namespace draftforge::data
