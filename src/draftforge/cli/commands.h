@@ -13,6 +13,7 @@ void AddPrepareCommand(CLI::App& app);
 void AddVocabCommand(CLI::App& app);
 void AddGenerateCommand(CLI::App& app);
 void AddTrainCommand(CLI::App& app);
+void AddDemoAssetsCommand(CLI::App& app);
 
 // Logs a failed status as an error and throws CLI::RuntimeError(1); does
 // nothing for OK.

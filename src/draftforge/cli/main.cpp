@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
   draftforge::cli::AddVocabCommand(app);
   draftforge::cli::AddGenerateCommand(app);
   draftforge::cli::AddTrainCommand(app);
+  draftforge::cli::AddDemoAssetsCommand(app);
 
   try {
     app.parse(argc, argv);
