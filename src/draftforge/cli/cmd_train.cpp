@@ -1,11 +1,110 @@
-// Placeholder: replaced by the real `train` subcommand.
+// `draftforge train`: trains an EAGLE-3 draft offline from a prepared dataset
+// and its hidden-states files, with the flag names of speculators' train.py.
+#include <memory>
+
 #include "draftforge/cli/commands.h"
+#include "draftforge/train/trainer.h"
 
 namespace draftforge::cli {
+namespace {
+
+// Flags whose "unset" state matters are read into these holders.
+struct TrainFlags {
+  train::TrainOptions options;
+  int64_t draft_vocab_size = 0;
+  int64_t warmup_steps = -1;
+  int64_t total_steps = -1;
+  int64_t max_steps = -1;
+  bool no_resume = false;
+};
+
+void AddFlags(CLI::App& command, TrainFlags& flags) {
+  train::TrainOptions& o = flags.options;
+  command.add_option("--verifier-name-or-path,--verifier", o.verifier_path,
+                     "Verifier (target) model directory in Hugging Face format; also written to config.json")
+      ->required();
+  command.add_option("--data-path", o.data_path, "Prepared dataset directory (draftforge prepare output)")
+      ->capture_default_str();
+  command.add_option("--hidden-states-path", o.hidden_states_path,
+                     "Directory of hs_{row}.safetensors files (default: DATA_PATH/hidden_states)");
+  command.add_option("--save-path", o.save_path, "Checkpoint directory; one subdirectory per saved epoch")
+      ->capture_default_str();
+  command.add_option("--log-dir", o.log_dir, "Directory of metrics.jsonl (one JSON object per step and epoch)")
+      ->capture_default_str();
+  command.add_option("--epochs", o.epochs, "Number of epochs")->capture_default_str();
+  command.add_option("--lr", o.lr, "Peak AdamW learning rate")->capture_default_str();
+  command.add_option("--total-seq-len", o.total_seq_len, "Tokens per packed training row (L)")->capture_default_str();
+  command.add_option("--ttt-steps", o.ttt_steps, "Training-time-test steps (K), also the speculative tokens")
+      ->capture_default_str();
+  command.add_option("--ttt-step-loss-decay", o.ttt_step_loss_decay, "Loss weight factor per TTT step (gamma^k)")
+      ->capture_default_str();
+  command.add_option("--draft-vocab-size", flags.draft_vocab_size,
+                     "Draft vocabulary size Vd; builds the mapping from token_freq.pt when no d2t/t2d exist");
+  command.add_option("--token-freq-path", o.token_freq_path, "token_freq.pt (default: DATA_PATH/token_freq.pt)");
+  command.add_option("--d2t-path", o.d2t_path, "d2t.npy of an existing vocabulary mapping (with --t2d-path)");
+  command.add_option("--t2d-path", o.t2d_path, "t2d.npy of an existing vocabulary mapping (with --d2t-path)");
+  command.add_option("--num-layers", o.num_layers, "Draft decoder layers")->capture_default_str();
+  command.add_option("--draft-arch", o.draft_arch, "Draft decoder layer type: llama or qwen3")->capture_default_str();
+  command.add_option("--seed", o.seed, "Seed of the weight initialisation and noise")->capture_default_str();
+  command.add_option("--noise-std", o.noise_std,
+                     "Half-width of the uniform noise added to the auxiliary hidden states of training samples")
+      ->capture_default_str();
+  command.add_flag("--norm-before-residual,!--no-norm-before-residual", o.norm_before_residual,
+                   "Use the normed hidden state as the first layer's residual (default on)");
+  command.add_flag("--norm-before-fc", o.norm_before_fc, "Apply an RMSNorm over the 3H features before fc");
+  command.add_flag("--use-off-policy-tokens", o.use_off_policy_tokens,
+                   "Teacher forcing: feed the dataset's next tokens to later TTT steps instead of the draft's argmax");
+  command.add_flag("--embed-requires-grad", o.embed_requires_grad,
+                   "Recorded in config.json only: the embeddings never receive gradients, as in speculators");
+  command.add_flag("--freeze-lm-head", o.freeze_lm_head,
+                   "Keep lm_head at the verifier's rows instead of training it");
+  command.add_option("--checkpoint-freq", o.checkpoint_freq, "Save every N epochs (epoch 0 is always saved)")
+      ->capture_default_str();
+  command.add_flag("--save-best", o.save_best,
+                   "Save only epochs whose validation loss improves, and delete the other checkpoints");
+  command.add_option("--scheduler-type", o.scheduler_type, "Learning-rate schedule: linear, cosine or none")
+      ->capture_default_str();
+  command.add_option("--scheduler-warmup-steps", flags.warmup_steps,
+                     "Warm-up optimizer steps (default: 1% of the total steps)");
+  command.add_option("--scheduler-total-steps", flags.total_steps,
+                     "Schedule length in optimizer steps (default: epochs x batches of epoch 0)");
+  command.add_option("--scheduler-num-cosine-cycles", o.scheduler_num_cosine_cycles, "Cosine cycles over the schedule")
+      ->capture_default_str();
+  command.add_option("--hidden-states-dtype", o.hidden_states_dtype,
+                     "Precision the hidden states are rounded to (bfloat16, float16, float32); the math runs in float32")
+      ->capture_default_str();
+  command.add_flag("--no-resume-from-checkpoint", flags.no_resume,
+                   "Start at epoch 0 even when SAVE_PATH holds checkpoints (they are overwritten)");
+  command.add_option("--layer-ids", o.layer_ids,
+                     "The four layer ids the hidden-states files were captured with (default 2 N/2 N-3 N); "
+                     "the first three go to config.json")
+      ->delimiter(',');
+  command.add_option("--max-steps", flags.max_steps, "Stop after this many optimizer steps in this run");
+  command.add_option("--num-workers", o.num_workers, "Threads loading batches in the background (0 = none)")
+      ->capture_default_str();
+  command.add_option("--prefetch-factor", o.prefetch_factor, "Batches each loading thread may prepare ahead")
+      ->capture_default_str();
+  command.add_option("--on-missing", o.on_missing,
+                     "When a hidden-states file is missing: skip, warn (skip with a warning) or raise")
+      ->capture_default_str();
+  command.add_option("--device", o.device, "auto (CUDA when available), cpu, cuda or cuda:N")->capture_default_str();
+}
+
+}  // namespace
 
 void AddTrainCommand(CLI::App& app) {
-  auto* command = app.add_subcommand("train", "not built yet");
-  command->callback([] { ExitOnError(Status::Unimplemented("train is not implemented yet")); });
+  auto flags = std::make_shared<TrainFlags>();
+  auto* command = app.add_subcommand("train", "Train an EAGLE-3 draft model from hidden-states files");
+  AddFlags(*command, *flags);
+  command->callback([flags] {
+    train::TrainOptions options = flags->options;
+    if (flags->draft_vocab_size > 0) options.draft_vocab_size = flags->draft_vocab_size;
+    if (flags->warmup_steps >= 0) options.scheduler_warmup_steps = flags->warmup_steps;
+    if (flags->total_steps >= 0) options.scheduler_total_steps = flags->total_steps;
+    if (flags->max_steps >= 0) options.max_steps = flags->max_steps;
+    options.resume_from_checkpoint = !flags->no_resume;
+    ExitOnError(train::RunTraining(options));
+  });
 }
 
 }  // namespace draftforge::cli

@@ -64,7 +64,7 @@ class LlamaModel {
   // Runs the model over `token_ids` at positions 0 .. T-1 with a causal mask
   // and returns the residual stream at `layer_ids` (any order; slots follow
   // ascending id order like vLLM's capture). Invalid when the sequence is
-  // empty, longer than max_position_embeddings or holds an id outside the
+  // empty, longer than max_position_embeddings or contains an id outside the
   // vocabulary.
   Result<ForwardResult> Forward(std::span<const int64_t> token_ids,
                                 std::span<const int64_t> layer_ids,

@@ -1,5 +1,7 @@
 #include "draftforge/train/draft_config.h"
 
+#include "draftforge/train/rotary.h"
+
 namespace draftforge::train {
 
 Result<DraftConfig> MakeDraftConfig(const engine::ModelConfig& verifier, const DraftOptions& options) {
@@ -23,6 +25,9 @@ Result<DraftConfig> MakeDraftConfig(const engine::ModelConfig& verifier, const D
     return Status::Invalid("draft vocabulary size {} exceeds the verifier vocabulary size {}",
                            draft_vocab, verifier.vocab_size);
   }
+
+  auto frequencies = RopeInverseFrequencies(verifier.head_dim, verifier.rope_theta, verifier.rope_scaling);
+  if (!frequencies.ok()) return frequencies.status().WithContext("verifier RoPE parameters");
 
   DraftConfig config;
   config.arch = options.arch;

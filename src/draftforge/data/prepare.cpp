@@ -1,0 +1,349 @@
+#include "draftforge/data/prepare.h"
+
+#include <simdjson.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <memory>
+#include <random>
+
+#include "draftforge/data/token_dataset.h"
+#include "draftforge/engine/model_config.h"
+#include "draftforge/io/token_freq.h"
+#include "draftforge/util/fs.h"
+#include "draftforge/util/progress.h"
+
+namespace draftforge::data {
+namespace {
+
+namespace fs = std::filesystem;
+using simdjson::ondemand::json_type;
+
+struct PreparedRecord {
+  std::vector<int64_t> ids;
+  std::vector<uint8_t> mask;
+  bool has_mask = false;
+};
+
+// Parses one record object. Returns a skip reason (nullptr when kept) or the
+// error that fails the run. `where` is "file:line" for messages.
+Result<const char*> ParseRecord(simdjson::ondemand::object object, const std::string& where,
+                                int64_t vocab_size, PreparedRecord* record) {
+  record->ids.clear();
+  record->mask.clear();
+  record->has_mask = false;
+  bool have_ids = false;
+  for (auto field : object) {
+    std::string_view key;
+    if (field.unescaped_key().get(key) != simdjson::SUCCESS) {
+      return Status::Invalid("{}: malformed JSON (bad object key)", where);
+    }
+    if (key == "conversations" || key == "messages") {
+      return Status::Unimplemented(
+          "{}: the record has '{}' (chat data); chat templates are not supported yet, so "
+          "prepare accepts only pre-tokenized records with 'input_ids' and optional "
+          "'loss_mask'",
+          where, key);
+    }
+    const bool is_ids = key == "input_ids";
+    const bool is_mask = key == "loss_mask";
+    if (!is_ids && !is_mask) continue;  // other fields (ids, text, ...) are ignored
+    const std::string name(key);
+    simdjson::ondemand::array array;
+    if (field.value().get_array().get(array) != simdjson::SUCCESS) {
+      return Status::Invalid("{}: field '{}' must be an array", where, name);
+    }
+    int64_t position = 0;
+    for (auto element : array) {
+      json_type type;
+      if (element.type().get(type) != simdjson::SUCCESS) {
+        return Status::Invalid("{}: malformed JSON in field '{}' at position {}", where, name,
+                               position);
+      }
+      if (is_ids) {
+        int64_t id = 0;
+        if (type != json_type::number || element.get_int64().get(id) != simdjson::SUCCESS) {
+          std::string_view raw;
+          (void)element.raw_json_token().get(raw);
+          return Status::Invalid("{}: field 'input_ids' position {} is {}, not an integer token id",
+                                 where, position, raw);
+        }
+        if (id < 0 || (vocab_size > 0 && id >= vocab_size)) {
+          return Status::Invalid(
+              "{}: field 'input_ids' position {} has token id {}, outside [0, {}); the data was "
+              "tokenized for a different model{}",
+              where, position, id, vocab_size > 0 ? std::to_string(vocab_size) : "inf",
+              vocab_size > 0 ? "" : " (ids must be non-negative)");
+        }
+        record->ids.push_back(id);
+      } else {
+        uint8_t flag = 0;
+        bool ok = false;
+        if (type == json_type::boolean) {
+          bool value = false;
+          ok = element.get_bool().get(value) == simdjson::SUCCESS;
+          flag = value ? 1 : 0;
+        } else if (type == json_type::number) {
+          int64_t value = -1;
+          ok = element.get_int64().get(value) == simdjson::SUCCESS && (value == 0 || value == 1);
+          flag = static_cast<uint8_t>(value);
+        }
+        if (!ok) {
+          std::string_view raw;
+          (void)element.raw_json_token().get(raw);
+          return Status::Invalid(
+              "{}: field 'loss_mask' position {} is {}; values must be 0, 1, true or false",
+              where, position, raw);
+        }
+        record->mask.push_back(flag);
+      }
+      ++position;
+    }
+    if (is_ids) have_ids = true;
+    if (is_mask) record->has_mask = true;
+  }
+  if (!have_ids) {
+    return Status::Invalid("{}: the record has no 'input_ids' field; prepare needs "
+                           "pre-tokenized records {{\"input_ids\": [...], \"loss_mask\": [...]}}",
+                           where);
+  }
+  if (record->ids.empty()) return kSkipEmpty;
+  if (!record->has_mask) {
+    record->mask.assign(record->ids.size(), 1);
+  } else if (record->mask.size() != record->ids.size()) {
+    return kSkipMaskLength;
+  }
+  return nullptr;
+}
+
+// Reads all records of one source into `rows`, counting skips in `summary`.
+class SourceReader {
+ public:
+  SourceReader(const PrepareOptions& options, int64_t vocab_size, PrepareSummary* summary,
+               ProgressBar* progress)
+      : options_(options), vocab_size_(vocab_size), summary_(summary), progress_(progress) {}
+
+  Status Read(const std::string& path, TokenDataset* rows) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return Status::NotFound("--data file not found or unreadable: {}", path);
+    char first = 0;
+    while (in.get(first) && std::isspace(static_cast<unsigned char>(first))) {
+    }
+    in.close();
+    if (first == '[') return ReadJsonArray(path, rows);
+    return ReadJsonLines(path, rows);
+  }
+
+ private:
+  // Streams the file line by line, so memory does not grow with the input
+  // beyond the rows kept.
+  Status ReadJsonLines(const std::string& path, TokenDataset* rows) {
+    std::ifstream in(path, std::ios::binary);
+    std::string line;
+    int64_t line_number = 0;
+    simdjson::ondemand::parser parser;
+    while (std::getline(in, line)) {
+      ++line_number;
+      const size_t line_bytes = line.size() + 1;
+      while (!line.empty() && (line.back() == '\r' || std::isspace(static_cast<unsigned char>(line.back())))) {
+        line.pop_back();
+      }
+      if (line.find_first_not_of(" \t") == std::string::npos) continue;
+      const std::string where = fmt::format("{}:{}", path, line_number);
+      simdjson::padded_string padded(line);
+      simdjson::ondemand::document document;
+      simdjson::ondemand::object object;
+      if (parser.iterate(padded).get(document) != simdjson::SUCCESS ||
+          document.get_object().get(object) != simdjson::SUCCESS) {
+        return Status::Invalid("{}: malformed JSON line; expected one JSON object per line", where);
+      }
+      DF_RETURN_NOT_OK(Handle(object, where, rows));
+      if (!document.at_end()) {
+        return Status::Invalid("{}: malformed JSON line (extra text after the object)", where);
+      }
+      if (progress_ != nullptr) progress_->Advance(1, 0, static_cast<int64_t>(line_bytes));
+    }
+    if (in.bad()) return Status::IOError("read failed on {}", path);
+    return Status::OK();
+  }
+
+  Status ReadJsonArray(const std::string& path, TokenDataset* rows) {
+    simdjson::padded_string text;
+    if (simdjson::padded_string::load(path).get(text) != simdjson::SUCCESS) {
+      return Status::IOError("cannot read {}", path);
+    }
+    simdjson::ondemand::parser parser;
+    simdjson::ondemand::document document;
+    simdjson::ondemand::array array;
+    if (parser.iterate(text).get(document) != simdjson::SUCCESS ||
+        document.get_array().get(array) != simdjson::SUCCESS) {
+      return Status::Invalid("{}:1: malformed JSON; expected an array of records", path);
+    }
+    const char* base = text.data();
+    const char* counted_to = base;
+    int64_t line_number = 1;
+    int64_t index = 0;
+    for (auto element : array) {
+      const char* location = nullptr;
+      if (element.current_location().get(location) == simdjson::SUCCESS && location > counted_to) {
+        line_number += std::count(counted_to, location, '\n');
+        counted_to = location;
+      }
+      const std::string where = fmt::format("{}:{} (record {})", path, line_number, index);
+      simdjson::ondemand::object object;
+      if (element.get_object().get(object) != simdjson::SUCCESS) {
+        return Status::Invalid("{}: malformed JSON or not an object", where);
+      }
+      DF_RETURN_NOT_OK(Handle(object, where, rows));
+      if (progress_ != nullptr) progress_->Advance(1);
+      ++index;
+    }
+    if (!document.at_end()) {
+      return Status::Invalid("{}: malformed JSON after record {}", path, index);
+    }
+    return Status::OK();
+  }
+
+  Status Handle(simdjson::ondemand::object object, const std::string& where, TokenDataset* rows) {
+    ++summary_->records_read;
+    DF_ASSIGN_OR_RAISE(const char* skip, ParseRecord(object, where, vocab_size_, &record_));
+    if (skip == nullptr && static_cast<int64_t>(record_.ids.size()) > options_.seq_length) {
+      record_.ids.resize(options_.seq_length);
+      record_.mask.resize(options_.seq_length);
+      ++summary_->truncated_rows;
+    }
+    if (skip == nullptr &&
+        std::find(record_.mask.begin(), record_.mask.end(), 1) == record_.mask.end()) {
+      skip = kSkipNoTrainable;
+    }
+    if (skip != nullptr) {
+      ++summary_->skipped[skip];
+      return Status::OK();
+    }
+    rows->AppendRow(record_.ids, record_.mask);
+    return Status::OK();
+  }
+
+  const PrepareOptions& options_;
+  int64_t vocab_size_;
+  PrepareSummary* summary_;
+  ProgressBar* progress_;  // null when progress is off
+  PreparedRecord record_;
+};
+
+bool HasArrowFiles(const std::string& dir) {
+  std::error_code error;
+  if (!fs::is_directory(dir, error)) return false;
+  for (const auto& entry : fs::directory_iterator(dir, error)) {
+    if (entry.path().extension() == ".arrow") return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::vector<int64_t> ShuffledIndices(int64_t n, uint64_t seed) {
+  std::vector<int64_t> indices(n);
+  for (int64_t i = 0; i < n; ++i) indices[i] = i;
+  std::mt19937_64 engine(seed);
+  // Fisher-Yates with rejection sampling: std::uniform_int_distribution's
+  // output differs between standard libraries, mt19937_64's does not.
+  for (int64_t i = n - 1; i > 0; --i) {
+    const uint64_t bound = static_cast<uint64_t>(i) + 1;
+    const uint64_t limit = std::numeric_limits<uint64_t>::max() -
+                           std::numeric_limits<uint64_t>::max() % bound;
+    uint64_t draw = engine();
+    while (draw >= limit) draw = engine();
+    std::swap(indices[i], indices[draw % bound]);
+  }
+  return indices;
+}
+
+std::string PrepareSummary::ToString() const {
+  std::string text = fmt::format(
+      "read {} records; kept {} rows with {} tokens ({} trainable); {} rows truncated",
+      records_read, rows_kept, tokens, trainable_tokens, truncated_rows);
+  int64_t skipped_total = 0;
+  for (const auto& [reason, count] : skipped) skipped_total += count;
+  text += fmt::format("; skipped {} records", skipped_total);
+  for (const auto& [reason, count] : skipped) text += fmt::format("\n  skipped ({}): {}", reason, count);
+  return text;
+}
+
+Result<PrepareSummary> RunPrepare(const PrepareOptions& options) {
+  PrepareSummary summary;
+  if (options.data_files.empty()) return Status::Invalid("give at least one --data FILE");
+  if (options.output_dir.empty()) return Status::Invalid("give the output directory with --output");
+  if (options.seq_length < 1) {
+    return Status::Invalid("--seq-length must be >= 1, got {}", options.seq_length);
+  }
+  if (options.max_samples && *options.max_samples < 1) {
+    return Status::Invalid("--max-samples must be >= 1, got {}", *options.max_samples);
+  }
+  if (!options.overwrite && HasArrowFiles(options.output_dir)) {
+    summary.output_existed = true;
+    return summary;
+  }
+
+  int64_t vocab_size = 0;
+  if (!options.model_dir.empty()) {
+    DF_ASSIGN_OR_RAISE(engine::ModelConfig config, engine::ModelConfig::Load(options.model_dir));
+    vocab_size = config.vocab_size;
+  }
+
+  TokenDataset dataset;
+  std::unique_ptr<ProgressBar> progress;
+  if (options.show_progress) progress = std::make_unique<ProgressBar>("prepare", 0, "records");
+  SourceReader reader(options, vocab_size, &summary, progress.get());
+  for (const auto& path : options.data_files) {
+    TokenDataset rows;
+    DF_RETURN_NOT_OK(reader.Read(path, &rows));
+    std::vector<int64_t> order = ShuffledIndices(rows.num_rows(), options.seed);
+    if (options.max_samples && static_cast<int64_t>(order.size()) > *options.max_samples) {
+      order.resize(*options.max_samples);
+    }
+    for (int64_t row : order) {
+      if (options.max_samples && dataset.num_rows() >= *options.max_samples) break;
+      dataset.AppendRow(rows.input_ids(row), rows.loss_mask(row));
+    }
+  }
+  if (progress) progress->Finish();
+  if (dataset.num_rows() == 0) {
+    return Status::Invalid("no rows left to write from {} records ({}); check the input files",
+                           summary.records_read, summary.ToString());
+  }
+
+  std::map<int64_t, int64_t> token_freq;
+  for (int64_t r = 0; r < dataset.num_rows(); ++r) {
+    auto ids = dataset.input_ids(r);
+    auto mask = dataset.loss_mask(r);
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (mask[i] != 0) {
+        ++token_freq[ids[i]];
+        ++summary.trainable_tokens;
+      }
+    }
+  }
+  summary.rows_kept = dataset.num_rows();
+  summary.tokens = dataset.total_tokens();
+
+  DF_RETURN_NOT_OK(WriteTokenDataset(options.output_dir, dataset));
+  summary.token_freq_path = options.token_freq_path.empty()
+                                ? (fs::path(options.output_dir) / "token_freq.pt").string()
+                                : options.token_freq_path;
+  // Like prepare_data.py, an existing token_freq.pt is kept even when the
+  // dataset is rewritten.
+  if (!fs::exists(summary.token_freq_path)) {
+    const fs::path parent = fs::path(summary.token_freq_path).parent_path();
+    if (!parent.empty()) DF_RETURN_NOT_OK(CreateDirectories(parent.string()));
+    DF_RETURN_NOT_OK(io::WriteTokenFreq(summary.token_freq_path, token_freq));
+    summary.token_freq_written = true;
+  }
+  return summary;
+}
+
+}  // namespace draftforge::data

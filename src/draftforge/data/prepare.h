@@ -1,0 +1,70 @@
+// `prepare` for pre-tokenized data: JSON or JSONL records with `input_ids`
+// and an optional `loss_mask` become a prepared dataset directory
+// (save_to_disk shards, state.json, dataset_info.json) plus token_freq.pt.
+//
+// Row selection follows speculators' prepare_data.py: each source file is
+// shuffled with `seed`, cut to its first `max_samples` rows, the sources are
+// concatenated in the given order and the first `max_samples` rows are kept.
+// The shuffle is this project's own (Fisher-Yates over std::mt19937_64 with
+// rejection sampling), so it is deterministic across platforms but does not
+// reproduce Python's order. Token frequencies count the loss-masked tokens of
+// the final rows.
+//
+// Input checks. The run fails (nothing is written) on: unreadable or
+// malformed JSON (file:line), a record that is not an object or lacks an
+// integer-array `input_ids`, chat records (`conversations` or `messages`;
+// Unimplemented), a token id outside [0, vocab_size) (or negative when no
+// model is given), a loss_mask value other than 0, 1, true or false, and
+// when no row is left. A record is skipped and counted on: empty input_ids,
+// a loss_mask whose length differs from input_ids, and no trainable token
+// after truncation (upstream's current prepare drops those rows too).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "draftforge/util/status.h"
+
+namespace draftforge::data {
+
+struct PrepareOptions {
+  std::string model_dir;  // optional; its config.json vocab_size bounds the ids
+  std::vector<std::string> data_files;
+  std::string output_dir;
+  int64_t seq_length = 8192;
+  std::optional<int64_t> max_samples;
+  uint64_t seed = 0;
+  std::string token_freq_path;  // empty: <output_dir>/token_freq.pt
+  bool overwrite = false;
+  bool show_progress = true;
+};
+
+// Skip reasons, as printed in the summary.
+inline constexpr const char* kSkipEmpty = "empty input_ids";
+inline constexpr const char* kSkipMaskLength = "loss_mask length differs from input_ids";
+inline constexpr const char* kSkipNoTrainable = "no trainable token";
+
+struct PrepareSummary {
+  bool output_existed = false;  // OUT already held *.arrow and overwrite was off
+  int64_t records_read = 0;
+  int64_t rows_kept = 0;
+  int64_t tokens = 0;
+  int64_t trainable_tokens = 0;
+  int64_t truncated_rows = 0;
+  std::map<std::string, int64_t> skipped;  // reason -> count
+  std::string token_freq_path;
+  bool token_freq_written = false;  // false when the file existed already
+
+  // Multi-line report for the log.
+  std::string ToString() const;
+};
+
+Result<PrepareSummary> RunPrepare(const PrepareOptions& options);
+
+// Shuffles [0, n) deterministically for `seed` (the order prepare uses).
+std::vector<int64_t> ShuffledIndices(int64_t n, uint64_t seed);
+
+}  // namespace draftforge::data

@@ -1,0 +1,61 @@
+// Offline hidden-states generation with the embedded CPU engine: the
+// counterpart of speculators' data_generation_offline script, which sends
+// requests to a vLLM server instead.
+//
+// For every dataset row i without a file, runs the target model and writes
+// OUTPUT/hs_{i}.safetensors (see hs_file.h). The run is resumable: files
+// already present are skipped, and each file appears under its final name
+// only once complete.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "draftforge/data/token_dataset.h"
+#include "draftforge/engine/llama_model.h"
+#include "draftforge/util/status.h"
+
+namespace draftforge::hidden_states {
+
+struct GenerateOptions {
+  std::string output_dir;
+  std::vector<int64_t> layer_ids;  // distinct, in 0..N; any order (slots are ascending)
+  // Stop once the output directory contains this many hs files in total
+  // (existing ones included), like the Python script's --max-samples.
+  std::optional<int64_t> max_samples;
+  int64_t start_index = 0;          // rows before this index are not generated
+  bool validate_outputs = false;    // re-read every written file, and check existing ones
+  torch::Dtype dtype = torch::kFloat32;  // stored dtype of hidden_states
+  bool show_progress = true;
+};
+
+struct GenerateSummary {
+  int64_t existing = 0;     // valid hs files found before the run
+  int64_t invalid_existing = 0;  // existing files that failed validation and were regenerated
+  int64_t generated = 0;    // files written by this run
+  int64_t tokens = 0;       // tokens in the written files
+  int64_t bytes = 0;        // bytes written
+  double seconds = 0;
+};
+
+// Returns the row indices to generate, ascending: rows in [start_index, rows)
+// whose index is not in `existing`, cut to max_samples - |existing| when
+// max_samples is set (nothing when the directory already contains enough).
+std::vector<int64_t> SelectRowsToGenerate(int64_t num_rows, const std::vector<int64_t>& existing,
+                                          std::optional<int64_t> max_samples, int64_t start_index);
+
+// Lists the row indices of the files named hs_<int>.safetensors in `dir`,
+// ascending; other names are ignored. An absent directory yields none.
+Result<std::vector<int64_t>> ListHiddenStatesFiles(const std::string& dir);
+
+// Generates the missing files for `dataset` with `model`. Stops at the first
+// failed row (the files written so far stay, so a rerun resumes).
+Result<GenerateSummary> GenerateHiddenStates(const data::TokenDataset& dataset,
+                                             const engine::LlamaModel& model,
+                                             const GenerateOptions& options);
+
+}  // namespace draftforge::hidden_states

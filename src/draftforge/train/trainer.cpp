@@ -1,0 +1,421 @@
+#include "draftforge/train/trainer.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+
+#include "draftforge/data/token_dataset.h"
+#include "draftforge/data/vocab_mapping.h"
+#include "draftforge/engine/model_config.h"
+#include "draftforge/io/token_freq.h"
+#include "draftforge/train/batch_loader.h"
+#include "draftforge/train/checkpoint.h"
+#include "draftforge/train/eagle3_model.h"
+#include "draftforge/train/sampler.h"
+#include "draftforge/train/schedule.h"
+#include "draftforge/train/ttt.h"
+#include "draftforge/train/verifier_weights.h"
+#include "draftforge/util/fs.h"
+#include "draftforge/util/progress.h"
+
+namespace draftforge::train {
+namespace fs = std::filesystem;
+namespace {
+
+// Vocabulary mapping in this order: --d2t-path/--t2d-path; <data>/d2t.npy and
+// t2d.npy; built from token_freq.pt (--token-freq-path or <data>/token_freq.pt)
+// when --draft-vocab-size is given, then cached as .npy files in <data>;
+// otherwise none (Vd = V).
+Result<std::optional<data::VocabMapping>> ResolveVocabMapping(const TrainOptions& options, int64_t vocab_size) {
+  if (options.d2t_path.empty() != options.t2d_path.empty()) {
+    return Status::Invalid("pass both --d2t-path and --t2d-path or neither (got d2t '{}', t2d '{}')",
+                           options.d2t_path, options.t2d_path);
+  }
+  std::optional<data::VocabMapping> mapping;
+  const std::string cached_d2t = options.data_path + "/d2t.npy";
+  const std::string cached_t2d = options.data_path + "/t2d.npy";
+  if (!options.d2t_path.empty()) {
+    DF_ASSIGN_OR_RAISE(mapping, data::LoadVocabMapping(options.d2t_path, options.t2d_path));
+  } else if (fs::exists(cached_d2t) && fs::exists(cached_t2d)) {
+    DF_ASSIGN_OR_RAISE(mapping, data::LoadVocabMapping(cached_d2t, cached_t2d));
+  } else {
+    std::string freq_path =
+        options.token_freq_path.empty() ? options.data_path + "/token_freq.pt" : options.token_freq_path;
+    if (options.draft_vocab_size && fs::exists(freq_path)) {
+      DF_ASSIGN_OR_RAISE(auto token_freq, io::ReadTokenFreq(freq_path));
+      DF_ASSIGN_OR_RAISE(mapping, data::BuildVocabMapping(token_freq, *options.draft_vocab_size, vocab_size));
+      Status saved = data::SaveVocabMapping(*mapping, cached_d2t, cached_t2d);
+      if (!saved.ok()) spdlog::warn("could not cache the vocabulary mapping in {}: {}", options.data_path, saved.message());
+    } else if (options.draft_vocab_size && *options.draft_vocab_size != vocab_size) {
+      return Status::NotFound("--draft-vocab-size {} needs a vocabulary mapping, but {} does not exist and no "
+                              "d2t.npy/t2d.npy were found; run `draftforge vocab` or pass --token-freq-path",
+                              *options.draft_vocab_size, freq_path);
+    }
+  }
+  if (!mapping) return mapping;
+  DF_RETURN_NOT_OK(data::ValidateVocabMapping(*mapping, vocab_size));
+  if (options.draft_vocab_size && *options.draft_vocab_size != mapping->draft_vocab_size()) {
+    return Status::Invalid("--draft-vocab-size {} differs from the mapping's draft vocabulary size {}",
+                           *options.draft_vocab_size, mapping->draft_vocab_size());
+  }
+  if (mapping->draft_vocab_size() == vocab_size) {
+    return Status::Invalid("the vocabulary mapping keeps all {} verifier ids; remove d2t.npy/t2d.npy or pick a "
+                           "smaller --draft-vocab-size",
+                           vocab_size);
+  }
+  return mapping;
+}
+
+Result<torch::Dtype> ParseHiddenStatesDtype(const std::string& name) {
+  if (name == "bfloat16") return torch::kBFloat16;
+  if (name == "float16") return torch::kFloat16;
+  if (name == "float32") return torch::kFloat32;
+  return Status::Invalid("--hidden-states-dtype '{}' is not supported; use bfloat16, float16 or float32", name);
+}
+
+Result<torch::Device> ResolveDevice(const std::string& name) {
+  if (name == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+  try {
+    torch::Device device(name);
+    if (device.is_cuda() && !torch::cuda::is_available()) {
+      return Status::Invalid("--device {} requested, but this libtorch build sees no CUDA device", name);
+    }
+    return device;
+  } catch (const c10::Error&) {
+    return Status::Invalid("--device '{}' is not a device name; use auto, cpu, cuda or cuda:N", name);
+  }
+}
+
+// Checks the capture ids: four distinct ascending ids in 0..N, the last N.
+Result<std::vector<int64_t>> ResolveLayerIds(const TrainOptions& options, int64_t num_verifier_layers) {
+  std::vector<int64_t> ids =
+      options.layer_ids.empty() ? engine::DefaultLayerIds(num_verifier_layers) : options.layer_ids;
+  bool ascending = ids.size() == 4;
+  for (size_t i = 1; ascending && i < ids.size(); ++i) ascending = ids[i] > ids[i - 1];
+  if (!ascending || ids.front() < 0 || ids.back() != num_verifier_layers) {
+    return Status::Invalid("--layer-ids {} must be four distinct ascending ids in 0..{} ending with {} (the "
+                           "ids the hidden-states files were captured with); the default for this verifier "
+                           "repeats ids when it has few layers",
+                           ids, num_verifier_layers, num_verifier_layers);
+  }
+  return ids;
+}
+
+// Appends one JSON object per line to <log_dir>/metrics.jsonl.
+class MetricsLog {
+ public:
+  static Result<std::unique_ptr<MetricsLog>> Open(const std::string& log_dir) {
+    DF_RETURN_NOT_OK(CreateDirectories(log_dir));
+    auto log = std::unique_ptr<MetricsLog>(new MetricsLog());
+    log->path_ = log_dir + "/metrics.jsonl";
+    log->stream_.open(log->path_, std::ios::app);
+    if (!log->stream_) return Status::IOError("{}: cannot open for appending", log->path_);
+    return log;
+  }
+  Status Write(const nlohmann::json& record) {
+    stream_ << record.dump() << '\n';
+    stream_.flush();
+    if (!stream_) return Status::IOError("{}: write failed", path_);
+    return Status::OK();
+  }
+
+ private:
+  MetricsLog() = default;
+  std::string path_;
+  std::ofstream stream_;
+};
+
+// Running means of named metrics.
+class MetricMeans {
+ public:
+  void Add(const std::string& name, double value) {
+    auto& [sum, count] = sums_[name];
+    sum += value;
+    count += 1;
+  }
+  std::map<std::string, double> Means() const {
+    std::map<std::string, double> means;
+    for (const auto& [name, entry] : sums_) means[name] = entry.first / entry.second;
+    return means;
+  }
+
+ private:
+  std::map<std::string, std::pair<double, int64_t>> sums_;
+};
+
+std::map<std::string, double> StepMetricMap(const TttOutput& output) {
+  std::map<std::string, double> metrics;
+  metrics["loss"] = output.loss.item<double>();
+  for (size_t k = 0; k < output.steps.size(); ++k) {
+    metrics[fmt::format("loss_{}", k)] = output.steps[k].loss;
+    metrics[fmt::format("full_acc_{}", k)] = output.steps[k].full_acc;
+    metrics[fmt::format("cond_acc_{}", k)] = output.steps[k].cond_acc;
+  }
+  return metrics;
+}
+
+std::string ProgressSuffix(const std::map<std::string, double>& metrics, int64_t steps) {
+  std::string accuracies;
+  for (int64_t k = 0; k < steps; ++k) {
+    auto it = metrics.find(fmt::format("full_acc_{}", k));
+    if (it != metrics.end()) accuracies += fmt::format("{}{:.3f}", k == 0 ? "" : "/", it->second);
+  }
+  return fmt::format("loss {:.4f} full_acc {}", metrics.at("loss"), accuracies);
+}
+
+class Trainer {
+ public:
+  explicit Trainer(const TrainOptions& options) : options_(options) {}
+  Status Run();
+
+ private:
+  Status Setup();
+  Status BuildModel();
+  Status OpenData();
+  Status Resume();
+  // Trains one epoch; sets stop_ when --max-steps is reached.
+  Status TrainEpoch(int64_t epoch);
+  Result<std::optional<double>> ValidateEpoch(int64_t epoch);
+  Status Checkpoint(int64_t epoch, std::optional<double> val_loss);
+  void SetLearningRate(double lr);
+
+  TrainOptions options_;
+  engine::ModelConfig verifier_;
+  std::vector<int64_t> layer_ids_;
+  std::optional<data::VocabMapping> mapping_;
+  DraftConfig draft_config_;
+  torch::Device device_{torch::kCPU};
+  std::shared_ptr<Eagle3DraftModel> model_;
+  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  data::TokenDataset dataset_;
+  std::vector<int64_t> train_lengths_;
+  std::vector<int64_t> val_lengths_;
+  int64_t train_rows_ = 0;
+  SampleSource train_source_;
+  SampleSource val_source_;
+  LrSchedule schedule_;
+  nlohmann::json config_json_;
+  std::unique_ptr<MetricsLog> metrics_log_;
+  TrainingState state_;
+  int64_t steps_this_run_ = 0;
+  bool stop_ = false;
+};
+
+Status Trainer::Setup() {
+  torch::manual_seed(options_.seed);
+  if (options_.total_seq_len < 2) return Status::Invalid("--total-seq-len must be at least 2, got {}", options_.total_seq_len);
+  if (options_.ttt_steps < 1) return Status::Invalid("--ttt-steps must be at least 1, got {}", options_.ttt_steps);
+  if (options_.checkpoint_freq < 1) {
+    return Status::Invalid("--checkpoint-freq must be at least 1, got {}", options_.checkpoint_freq);
+  }
+  DF_ASSIGN_OR_RAISE(verifier_, engine::ModelConfig::Load(options_.verifier_path));
+  DF_ASSIGN_OR_RAISE(layer_ids_, ResolveLayerIds(options_, verifier_.num_hidden_layers));
+  DF_ASSIGN_OR_RAISE(mapping_, ResolveVocabMapping(options_, verifier_.vocab_size));
+  DraftOptions draft_options;
+  draft_options.arch = options_.draft_arch;
+  draft_options.num_layers = options_.num_layers;
+  draft_options.draft_vocab_size = mapping_ ? mapping_->draft_vocab_size() : 0;
+  draft_options.norm_before_residual = options_.norm_before_residual;
+  draft_options.norm_before_fc = options_.norm_before_fc;
+  DF_ASSIGN_OR_RAISE(draft_config_, MakeDraftConfig(verifier_, draft_options));
+  DF_ASSIGN_OR_RAISE(device_, ResolveDevice(options_.device));
+
+  SpeculatorInfo info;
+  info.verifier_name_or_path = options_.verifier_path;
+  info.verifier_architectures = verifier_.architectures;
+  info.speculative_tokens = options_.ttt_steps;
+  info.aux_layer_ids = {layer_ids_[0], layer_ids_[1], layer_ids_[2]};
+  info.embed_requires_grad = options_.embed_requires_grad;
+  config_json_ = SpeculatorConfigJson(draft_config_, info);
+  return Status::OK();
+}
+
+Status Trainer::BuildModel() {
+  // NOTE: training computes in float32 on every device (float32 master
+  // weights, activations and loss); bf16 autocast on CUDA is not implemented.
+  auto tensor_options = torch::TensorOptions().dtype(torch::kFloat32).device(device_);
+  model_ = std::make_shared<Eagle3DraftModel>(draft_config_, tensor_options);
+  if (mapping_) DF_RETURN_NOT_OK(SetVocabMapping(*model_, mapping_->d2t, mapping_->t2d));
+  if (options_.freeze_lm_head) model_->lm_head->weight.set_requires_grad(false);
+  DF_ASSIGN_OR_RAISE(VerifierWeights weights, LoadVerifierWeights(options_.verifier_path));
+  DF_RETURN_NOT_OK(InstallVerifierWeights(*model_, weights, /*keep_lm_head=*/false));
+
+  std::vector<torch::Tensor> parameters;
+  for (const auto& [name, tensor] : model_->TrainableTensors()) parameters.push_back(tensor);
+  optimizer_ = std::make_unique<torch::optim::AdamW>(
+      parameters, torch::optim::AdamWOptions(options_.lr).betas({0.9, 0.999}).eps(1e-8).weight_decay(0.01));
+  return Status::OK();
+}
+
+Status Trainer::OpenData() {
+  DF_ASSIGN_OR_RAISE(dataset_, data::TokenDataset::Open(options_.data_path));
+  const int64_t rows = dataset_.num_rows();
+  train_rows_ = static_cast<int64_t>(static_cast<double>(rows) * 0.9);
+  for (int64_t row = 0; row < rows; ++row) {
+    (row < train_rows_ ? train_lengths_ : val_lengths_).push_back(dataset_.seq_len(row));
+  }
+  if (train_lengths_.empty()) {
+    return Status::Invalid("{}: {} rows leave no training rows after the 90/10 split", options_.data_path, rows);
+  }
+  DF_ASSIGN_OR_RAISE(MissingFilePolicy on_missing, ParseMissingFilePolicy(options_.on_missing));
+  DF_ASSIGN_OR_RAISE(torch::Dtype rounding, ParseHiddenStatesDtype(options_.hidden_states_dtype));
+  train_source_.dataset = &dataset_;
+  train_source_.hidden_states_dir =
+      options_.hidden_states_path.empty() ? options_.data_path + "/hidden_states" : options_.hidden_states_path;
+  train_source_.hidden_size = draft_config_.hidden_size;
+  train_source_.dtype = torch::kFloat32;
+  train_source_.rounding_dtype = rounding;
+  train_source_.noise_std = options_.noise_std;
+  train_source_.on_missing = on_missing;
+  val_source_ = train_source_;
+  val_source_.noise_std = 0.0;
+
+  DF_ASSIGN_OR_RAISE(ScheduleType type, ParseScheduleType(options_.scheduler_type));
+  int64_t batches = static_cast<int64_t>(EpochBatches(train_lengths_, options_.total_seq_len, 1, 0, 0, 0).size());
+  schedule_ = ResolveSchedule(type, options_.scheduler_warmup_steps, options_.scheduler_total_steps,
+                              options_.scheduler_num_cosine_cycles, options_.epochs, batches);
+  spdlog::info("dataset {}: {} training rows, {} validation rows, {} training batches per epoch", options_.data_path,
+               train_rows_, rows - train_rows_, batches);
+  return Status::OK();
+}
+
+Status Trainer::Resume() {
+  std::optional<int64_t> last = FindLastEpoch(options_.save_path);
+  if (!options_.resume_from_checkpoint || !last) return Status::OK();
+  DF_ASSIGN_OR_RAISE(state_, LoadCheckpoint(options_.save_path, *last, *model_, *optimizer_));
+  spdlog::info("resuming from {}/{}: epoch {} done, {} optimizer steps", options_.save_path, *last, state_.epoch,
+               state_.global_step);
+  return Status::OK();
+}
+
+void Trainer::SetLearningRate(double lr) {
+  for (auto& group : optimizer_->param_groups()) {
+    static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+  }
+}
+
+Status Trainer::TrainEpoch(int64_t epoch) {
+  auto batches = EpochBatches(train_lengths_, options_.total_seq_len, 1, 0, 0, epoch);
+  BatchLoader loader(train_source_, batches, options_.total_seq_len, options_.num_workers, options_.prefetch_factor);
+  TttOptions ttt;
+  ttt.steps = options_.ttt_steps;
+  ttt.loss_decay = options_.ttt_step_loss_decay;
+  ttt.teacher_forcing = options_.use_off_policy_tokens;
+  std::vector<torch::Tensor> parameters = optimizer_->param_groups()[0].params();
+
+  ProgressBar progress(fmt::format("train epoch {}", epoch), loader.size(), "batches");
+  int64_t tokens = 0;
+  for (int64_t b = 0; b < loader.size(); ++b) {
+    DF_ASSIGN_OR_RAISE(PackedBatch batch, loader.Next());
+    batch = batch.To(device_);
+    TttOutput output = RunTtt(*model_, batch, ttt);
+    optimizer_->zero_grad();
+    output.loss.backward();
+    torch::nn::utils::clip_grad_norm_(parameters, 1.0);
+    // lr_t = lr * lambda(t), t = optimizer steps completed, also right on the
+    // first step after a resume.
+    double lr = options_.lr * schedule_.Factor(state_.schedule_step);
+    SetLearningRate(lr);
+    optimizer_->step();
+    state_.schedule_step += 1;
+
+    std::map<std::string, double> metrics = StepMetricMap(output);
+    nlohmann::json record = {{"step", state_.global_step}, {"epoch", epoch}, {"lr", lr},
+                             {"tokens", batch.num_tokens()}};
+    for (const auto& [name, value] : metrics) record["train/" + name] = value;
+    DF_RETURN_NOT_OK(metrics_log_->Write(record));
+    state_.global_step += 1;
+    steps_this_run_ += 1;
+    tokens += batch.num_tokens();
+    progress.SetSuffix(ProgressSuffix(metrics, options_.ttt_steps));
+    progress.Advance(1, batch.num_tokens());
+    if (options_.max_steps && steps_this_run_ >= *options_.max_steps) {
+      stop_ = true;
+      break;
+    }
+  }
+  progress.Finish();
+  double seconds = progress.ElapsedSeconds();
+  spdlog::info("epoch {} training: {} tokens in {:.1f} s, {:.0f} tokens/s", epoch, tokens, seconds,
+               seconds > 0 ? static_cast<double>(tokens) / seconds : 0.0);
+  return Status::OK();
+}
+
+Result<std::optional<double>> Trainer::ValidateEpoch(int64_t epoch) {
+  if (val_lengths_.empty()) return std::optional<double>();
+  auto batches = EpochBatches(val_lengths_, options_.total_seq_len, 1, 0, 0, epoch);
+  for (auto& batch : batches) {
+    for (int64_t& index : batch) index += train_rows_;  // files keep the global row index
+  }
+  if (batches.empty()) return std::optional<double>();
+  BatchLoader loader(val_source_, batches, options_.total_seq_len, options_.num_workers, options_.prefetch_factor);
+  TttOptions ttt;
+  ttt.steps = options_.ttt_steps;
+  ttt.loss_decay = options_.ttt_step_loss_decay;
+  torch::NoGradGuard no_grad;
+  MetricMeans means;
+  ProgressBar progress(fmt::format("validate epoch {}", epoch), loader.size(), "batches");
+  for (int64_t b = 0; b < loader.size(); ++b) {
+    DF_ASSIGN_OR_RAISE(PackedBatch batch, loader.Next());
+    TttOutput output = RunTtt(*model_, batch.To(device_), ttt);
+    for (const auto& [name, value] : StepMetricMap(output)) means.Add(name, value);
+    progress.Advance(1, batch.num_tokens());
+  }
+  progress.Finish();
+  auto epoch_metrics = means.Means();
+  nlohmann::json record = {{"step", state_.global_step}, {"epoch", epoch}};
+  for (const auto& [name, value] : epoch_metrics) record["val/" + name + "_epoch"] = value;
+  DF_RETURN_NOT_OK(metrics_log_->Write(record));
+  spdlog::info("epoch {} validation: {}", epoch, ProgressSuffix(epoch_metrics, options_.ttt_steps));
+  return std::optional<double>(epoch_metrics.at("loss"));
+}
+
+Status Trainer::Checkpoint(int64_t epoch, std::optional<double> val_loss) {
+  CheckpointDecision decision =
+      DecideCheckpoint(epoch, options_.checkpoint_freq, options_.save_best, val_loss, state_.best_val_loss);
+  state_.epoch = epoch;
+  if (decision.update_best) {
+    state_.best_val_loss = val_loss;
+    state_.best_epoch = epoch;
+  }
+  if (!decision.save) return Status::OK();
+  DF_RETURN_NOT_OK(SaveCheckpoint(options_.save_path, *model_, config_json_, *optimizer_,
+                                  schedule_.type != ScheduleType::kNone, state_));
+  if (decision.update_best) DF_RETURN_NOT_OK(UpdateBestLink(options_.save_path, epoch));
+  if (decision.remove_others) DF_RETURN_NOT_OK(RemoveOtherEntries(options_.save_path, epoch));
+  spdlog::info("saved checkpoint {}/{}", options_.save_path, epoch);
+  return Status::OK();
+}
+
+Status Trainer::Run() {
+  DF_RETURN_NOT_OK(Setup());
+  DF_RETURN_NOT_OK(BuildModel());
+  DF_RETURN_NOT_OK(OpenData());
+  DF_RETURN_NOT_OK(Resume());
+  DF_ASSIGN_OR_RAISE(metrics_log_, MetricsLog::Open(options_.log_dir));
+  spdlog::info("training a {}-layer {} draft (hidden {}, draft vocabulary {}) on {} for epochs {}..{}",
+               draft_config_.num_layers, draft_config_.arch, draft_config_.hidden_size, draft_config_.draft_vocab_size,
+               device_.str(), state_.epoch + 1, options_.epochs - 1);
+  for (int64_t epoch = state_.epoch + 1; epoch < options_.epochs && !stop_; ++epoch) {
+    DF_RETURN_NOT_OK(TrainEpoch(epoch));
+    DF_ASSIGN_OR_RAISE(std::optional<double> val_loss, ValidateEpoch(epoch));
+    DF_RETURN_NOT_OK(Checkpoint(epoch, val_loss));
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
+Status RunTraining(const TrainOptions& options) {
+  Trainer trainer(options);
+  return trainer.Run();
+}
+
+}  // namespace draftforge::train

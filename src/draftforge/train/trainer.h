@@ -1,0 +1,63 @@
+// `draftforge train`: offline EAGLE-3 draft training from a prepared dataset
+// and its hidden-states files.
+//
+// Per run: seed, resolve the vocabulary mapping, build the draft from the
+// verifier config and weights, split the dataset 90/10 (rows [0, floor(0.9 n))
+// train, the rest validate, files keyed by the global row index), resume from
+// the last checkpoint, then per epoch train (AdamW, gradient clipping at norm
+// 1, scheduled learning rate), validate, and checkpoint.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "draftforge/util/status.h"
+
+namespace draftforge::train {
+
+struct TrainOptions {
+  std::string verifier_path;        // local Hugging Face model directory
+  std::string data_path = "./data";
+  std::string hidden_states_path;   // "" = <data_path>/hidden_states
+  std::string save_path = "./checkpoints";
+  std::string log_dir = "./logs";
+  int64_t epochs = 20;
+  double lr = 1e-4;
+  int64_t total_seq_len = 8192;
+  int64_t ttt_steps = 3;
+  double ttt_step_loss_decay = 1.0;
+  std::optional<int64_t> draft_vocab_size;
+  std::string token_freq_path;
+  std::string d2t_path;
+  std::string t2d_path;
+  int64_t num_layers = 1;
+  std::string draft_arch = "llama";
+  uint64_t seed = 42;
+  double noise_std = 0.05;
+  bool norm_before_residual = true;
+  bool norm_before_fc = false;
+  bool use_off_policy_tokens = false;
+  bool embed_requires_grad = false;  // recorded in config.json only; the embeddings never train
+  bool freeze_lm_head = false;
+  int64_t checkpoint_freq = 1;
+  bool save_best = false;
+  std::string scheduler_type = "linear";
+  std::optional<int64_t> scheduler_warmup_steps;
+  std::optional<int64_t> scheduler_total_steps;
+  double scheduler_num_cosine_cycles = 0.5;
+  std::string hidden_states_dtype = "bfloat16";
+  bool resume_from_checkpoint = true;
+  std::vector<int64_t> layer_ids;  // ids the files were captured with; empty = [2, N/2, N-3, N]
+  std::optional<int64_t> max_steps;
+  int64_t num_workers = 12;
+  int64_t prefetch_factor = 4;
+  std::string on_missing = "warn";
+  std::string device = "auto";  // "auto" (CUDA when available), "cpu", "cuda", "cuda:N"
+};
+
+// Runs the whole training job; errors name the file or option at fault.
+Status RunTraining(const TrainOptions& options);
+
+}  // namespace draftforge::train

@@ -1,0 +1,265 @@
+// End-to-end runs of `draftforge train` on the stories260k verifier with a
+// few golden hidden-states files (float32, layer ids 1 2 3 5).
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "draftforge/data/token_dataset.h"
+#include "draftforge/data/vocab_mapping.h"
+#include "draftforge/io/safetensors.h"
+#include "draftforge/io/torch_tensors.h"
+#include "test_support.h"
+
+namespace draftforge {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::RunDraftforge;
+using testing::TempDir;
+
+std::vector<std::string> ReadLines(const fs::path& path) {
+  std::ifstream stream(path);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(stream, line);) lines.push_back(line);
+  return lines;
+}
+
+nlohmann::json ReadJson(const fs::path& path) {
+  std::ifstream stream(path);
+  return nlohmann::json::parse(stream);
+}
+
+// Writes DIR/data (one row per golden file, loss mask all ones except the
+// first token) and DIR/data/hidden_states/hs_{i}.safetensors copied from the
+// golden files.
+void WriteGoldenDataset(const fs::path& golden_dir, const fs::path& stories_jsonl, const fs::path& data_dir) {
+  nlohmann::json index = ReadJson(golden_dir / "index.json");
+  std::vector<std::string> lines = ReadLines(stories_jsonl);
+  std::vector<data::TokenRow> rows;
+  fs::create_directories(data_dir / "hidden_states");
+  for (const auto& entry : index["entries"]) {
+    int64_t i = entry["i"].get<int64_t>();
+    nlohmann::json line = nlohmann::json::parse(lines.at(entry["train_line"].get<size_t>()));
+    data::TokenRow row;
+    row.input_ids = line["input_ids"].get<std::vector<int64_t>>();
+    row.loss_mask.assign(row.input_ids.size(), 1);
+    row.loss_mask[0] = 0;
+    rows.push_back(row);
+    fs::copy_file(golden_dir / entry["hs_file"].get<std::string>(),
+                  data_dir / "hidden_states" / ("hs_" + std::to_string(i) + ".safetensors"));
+  }
+  ASSERT_TRUE(data::WriteTokenDataset(data_dir.string(), data::TokenDataset::FromRows(rows)).ok());
+}
+
+std::vector<std::string> TrainArgs(const fs::path& model, const TempDir& dir, int64_t epochs) {
+  return {"train", "--verifier", model.string(), "--data-path", (dir.path() / "data").string(),
+          "--save-path", (dir.path() / "ckpt").string(), "--log-dir", (dir.path() / "logs").string(),
+          "--epochs", std::to_string(epochs), "--total-seq-len", "1024", "--layer-ids", "1,2,3,5",
+          "--num-workers", "2", "--lr", "1e-3"};
+}
+
+std::map<std::string, io::TensorInfo> TensorsOf(const fs::path& path) {
+  auto file = io::SafetensorsFile::Open(path.string());
+  EXPECT_TRUE(file.ok()) << file.status().ToString();
+  std::map<std::string, io::TensorInfo> tensors;
+  for (const auto& info : file->tensors()) tensors[info.name] = info;
+  return tensors;
+}
+
+TEST(TrainCli, CheckpointLayoutWithVocabMapping) {
+  DF_REQUIRE_SHARED(model, "models/stories260k");
+  DF_REQUIRE_SHARED(golden, "data/stories260k/golden_hs");
+  DF_REQUIRE_SHARED(jsonl, "data/stories260k/train.jsonl");
+  TempDir dir;
+  WriteGoldenDataset(golden, jsonl, dir.path() / "data");
+  // Draft vocabulary: the 256 most frequent ids of the eight rows.
+  std::map<int64_t, int64_t> counts;
+  for (const auto& line : ReadLines(jsonl)) {
+    for (int64_t id : nlohmann::json::parse(line)["input_ids"]) counts[id] += 1;
+    if (counts.size() > 400) break;
+  }
+  auto mapping = data::BuildVocabMapping(counts, 256, 512);
+  ASSERT_TRUE(mapping.ok()) << mapping.status().ToString();
+  std::string d2t = (dir.path() / "d2t.npy").string();
+  std::string t2d = (dir.path() / "t2d.npy").string();
+  ASSERT_TRUE(data::SaveVocabMapping(*mapping, d2t, t2d).ok());
+
+  auto args = TrainArgs(model, dir, 2);
+  args.insert(args.end(), {"--d2t-path", d2t, "--t2d-path", t2d});
+  auto run = RunDraftforge(args);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+
+  fs::path checkpoint = dir.path() / "ckpt" / "1";
+  ASSERT_TRUE(fs::exists(dir.path() / "ckpt" / "0" / "model.safetensors")) << run.output;
+  ASSERT_TRUE(fs::exists(checkpoint / "model.safetensors")) << run.output;
+  EXPECT_TRUE(fs::exists(checkpoint / "optimizer_state_dict.pt"));
+  EXPECT_TRUE(fs::exists(checkpoint / "scheduler_state_dict.pt"));
+  ASSERT_TRUE(fs::is_symlink(dir.path() / "ckpt" / "checkpoint_best"));
+  std::string best = fs::read_symlink(dir.path() / "ckpt" / "checkpoint_best").string();
+  EXPECT_TRUE(best == "0" || best == "1") << best;
+
+  // config.json, field by field.
+  std::ifstream config_stream(checkpoint / "config.json");
+  std::string config_text((std::istreambuf_iterator<char>(config_stream)), std::istreambuf_iterator<char>());
+  nlohmann::json config = nlohmann::json::parse(config_text);
+  EXPECT_EQ(config_text, config.dump(2) + "\n") << "keys sorted, 2-space indent, trailing newline";
+  EXPECT_EQ(config["architectures"], nlohmann::json({"Eagle3DraftModel"}));
+  EXPECT_EQ(config["speculators_model_type"], "eagle3");
+  EXPECT_EQ(config["draft_vocab_size"], 256);
+  EXPECT_EQ(config["eagle_aux_hidden_state_layer_ids"], nlohmann::json({1, 2, 3}));
+  EXPECT_EQ(config["norm_before_residual"], true);
+  EXPECT_EQ(config["norm_before_fc"], false);
+  EXPECT_EQ(config["embed_requires_grad"], false);
+  EXPECT_TRUE(config["target_hidden_size"].is_null());
+  EXPECT_EQ(config["tie_word_embeddings"], false);
+  EXPECT_EQ(config["torch_dtype"], "bfloat16");
+  EXPECT_FALSE(config.contains("model_type"));
+  const auto& speculators = config["speculators_config"];
+  EXPECT_EQ(speculators["algorithm"], "eagle3");
+  EXPECT_EQ(speculators["default_proposal_method"], "greedy");
+  EXPECT_EQ(speculators["proposal_methods"][0]["proposal_type"], "greedy");
+  EXPECT_EQ(speculators["proposal_methods"][0]["speculative_tokens"], 3);
+  EXPECT_EQ(speculators["proposal_methods"][0]["verifier_accept_k"], 1);
+  EXPECT_EQ(speculators["proposal_methods"][0]["accept_tolerance"], 0.0);
+  EXPECT_EQ(speculators["verifier"]["name_or_path"], model.string());
+  EXPECT_EQ(speculators["verifier"]["architectures"], nlohmann::json({"LlamaForCausalLM"}));
+  const auto& layer = config["transformer_layer_config"];
+  EXPECT_EQ(layer["model_type"], "llama");
+  EXPECT_EQ(layer["hidden_size"], 64);
+  EXPECT_EQ(layer["intermediate_size"], 172);
+  EXPECT_EQ(layer["num_attention_heads"], 8);
+  EXPECT_EQ(layer["num_key_value_heads"], 4);
+  EXPECT_EQ(layer["head_dim"], 8);
+  EXPECT_EQ(layer["num_hidden_layers"], 1);
+  EXPECT_EQ(layer["vocab_size"], 512);
+  EXPECT_EQ(layer["rms_norm_eps"], 1e-05);
+  EXPECT_EQ(layer["rope_theta"], 10000.0);
+  EXPECT_TRUE(layer["rope_scaling"].is_null());
+  EXPECT_EQ(layer["hidden_act"], "silu");
+  EXPECT_EQ(layer["max_position_embeddings"], 512);
+  EXPECT_EQ(layer["attention_bias"], false);
+  EXPECT_EQ(layer["mlp_bias"], false);
+
+  // model.safetensors: exact names, dtypes and shapes.
+  using io::DType;
+  const std::map<std::string, std::pair<DType, std::vector<int64_t>>> expected = {
+      {"d2t", {DType::kI64, {256}}},
+      {"t2d", {DType::kBool, {512}}},
+      {"embed_tokens.weight", {DType::kBF16, {512, 64}}},
+      {"fc.weight", {DType::kBF16, {64, 192}}},
+      {"layers.0.hidden_norm.weight", {DType::kBF16, {64}}},
+      {"layers.0.input_layernorm.weight", {DType::kBF16, {64}}},
+      {"layers.0.self_attn.q_proj.weight", {DType::kBF16, {64, 128}}},
+      {"layers.0.self_attn.k_proj.weight", {DType::kBF16, {32, 128}}},
+      {"layers.0.self_attn.v_proj.weight", {DType::kBF16, {32, 128}}},
+      {"layers.0.self_attn.o_proj.weight", {DType::kBF16, {64, 64}}},
+      {"layers.0.post_attention_layernorm.weight", {DType::kBF16, {64}}},
+      {"layers.0.mlp.gate_proj.weight", {DType::kBF16, {172, 64}}},
+      {"layers.0.mlp.up_proj.weight", {DType::kBF16, {172, 64}}},
+      {"layers.0.mlp.down_proj.weight", {DType::kBF16, {64, 172}}},
+      {"norm.weight", {DType::kBF16, {64}}},
+      {"lm_head.weight", {DType::kBF16, {256, 64}}},
+  };
+  auto tensors = TensorsOf(checkpoint / "model.safetensors");
+  EXPECT_EQ(tensors.size(), expected.size());
+  for (const auto& [name, dtype_shape] : expected) {
+    auto it = tensors.find(name);
+    ASSERT_NE(it, tensors.end()) << "missing tensor " << name;
+    EXPECT_EQ(it->second.dtype, dtype_shape.first) << name;
+    EXPECT_EQ(it->second.shape, dtype_shape.second) << name;
+  }
+  auto file = io::SafetensorsFile::Open((checkpoint / "model.safetensors").string());
+  ASSERT_TRUE(file.ok());
+  EXPECT_EQ(file->metadata().at("format"), "pt");
+  auto saved_d2t = io::ReadTensor(*file, "d2t");
+  ASSERT_TRUE(saved_d2t.ok());
+  EXPECT_EQ(saved_d2t->index({0}).item<int64_t>(), mapping->d2t[0]);
+  EXPECT_EQ(saved_d2t->index({255}).item<int64_t>(), mapping->d2t[255]);
+
+  // metrics.jsonl: one line per optimizer step plus one validation line per epoch.
+  std::vector<std::string> lines = ReadLines(dir.path() / "logs" / "metrics.jsonl");
+  int train_lines = 0;
+  int val_lines = 0;
+  for (const auto& line : lines) {
+    nlohmann::json record = nlohmann::json::parse(line);
+    if (record.contains("train/loss")) {
+      ++train_lines;
+      EXPECT_TRUE(record.contains("train/full_acc_2")) << line;
+      EXPECT_TRUE(record.contains("lr")) << line;
+    }
+    if (record.contains("val/loss_epoch")) {
+      ++val_lines;
+      EXPECT_TRUE(record.contains("val/cond_acc_1_epoch")) << line;
+    }
+  }
+  EXPECT_GE(train_lines, 2);
+  EXPECT_EQ(val_lines, 2);
+}
+
+TEST(TrainCli, ResumesFromLastEpoch) {
+  DF_REQUIRE_SHARED(model, "models/stories260k");
+  DF_REQUIRE_SHARED(golden, "data/stories260k/golden_hs");
+  DF_REQUIRE_SHARED(jsonl, "data/stories260k/train.jsonl");
+  TempDir dir;
+  WriteGoldenDataset(golden, jsonl, dir.path() / "data");
+  auto first = RunDraftforge(TrainArgs(model, dir, 1));
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  nlohmann::json state0 = ReadJson(dir.path() / "ckpt" / "0" / "training_state.json");
+  ASSERT_GT(state0["global_step"].get<int64_t>(), 0);
+
+  auto second = RunDraftforge(TrainArgs(model, dir, 2));
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  EXPECT_NE(second.output.find("resuming from"), std::string::npos) << second.output;
+  EXPECT_EQ(second.output.find("train epoch 0"), std::string::npos) << "epoch 0 ran again:\n" << second.output;
+  nlohmann::json state1 = ReadJson(dir.path() / "ckpt" / "1" / "training_state.json");
+  EXPECT_EQ(state1["epoch"], 1);
+  EXPECT_EQ(state1["global_step"].get<int64_t>(), 2 * state0["global_step"].get<int64_t>())
+      << "both epochs pack the same number of batches, so the step count doubles";
+  // Without a vocabulary mapping the draft keeps the full vocabulary and writes no d2t/t2d.
+  auto tensors = TensorsOf(dir.path() / "ckpt" / "1" / "model.safetensors");
+  EXPECT_EQ(tensors.count("d2t"), 0u);
+  EXPECT_EQ(tensors.count("t2d"), 0u);
+  EXPECT_EQ(tensors.at("lm_head.weight").shape, (std::vector<int64_t>{512, 64}));
+  EXPECT_EQ(ReadJson(dir.path() / "ckpt" / "1" / "config.json")["draft_vocab_size"], 512);
+}
+
+TEST(TrainCli, SkipsSampleWithNonFiniteHiddenStates) {
+  DF_REQUIRE_SHARED(model, "models/stories260k");
+  DF_REQUIRE_SHARED(golden, "data/stories260k/golden_hs");
+  DF_REQUIRE_SHARED(jsonl, "data/stories260k/train.jsonl");
+  TempDir dir;
+  WriteGoldenDataset(golden, jsonl, dir.path() / "data");
+  fs::path target = dir.path() / "data" / "hidden_states" / "hs_3.safetensors";
+  auto file = io::SafetensorsFile::Open(target.string());
+  ASSERT_TRUE(file.ok());
+  torch::Tensor ids = io::ReadTensor(*file, "token_ids").ValueOrDie();
+  torch::Tensor hidden = io::ReadTensor(*file, "hidden_states").ValueOrDie();
+  hidden[5][1][7] = std::numeric_limits<float>::quiet_NaN();
+  fs::remove(target);
+  ASSERT_TRUE(io::WriteTensors(target.string(), {{"token_ids", ids}, {"hidden_states", hidden}}, {}, false).ok());
+
+  auto args = TrainArgs(model, dir, 1);
+  args.insert(args.end(), {"--no-resume-from-checkpoint"});
+  auto run = RunDraftforge(args);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_NE(run.output.find("skipping dataset row 3"), std::string::npos) << run.output;
+  EXPECT_TRUE(fs::exists(dir.path() / "ckpt" / "0" / "model.safetensors"));
+}
+
+TEST(TrainCli, RejectsRepeatedLayerIds) {
+  DF_REQUIRE_SHARED(model, "models/stories260k");
+  TempDir dir;
+  auto run = RunDraftforge({"train", "--verifier", model.string(), "--data-path", dir.str(), "--save-path",
+                            (dir.path() / "ckpt").string()});
+  EXPECT_NE(run.exit_code, 0);
+  EXPECT_NE(run.output.find("--layer-ids"), std::string::npos) << run.output;
+}
+
+}  // namespace
+}  // namespace draftforge
