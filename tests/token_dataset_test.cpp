@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
 #include <filesystem>
 
 #include "draftforge/data/hf_dataset.h"
@@ -203,6 +206,56 @@ TEST(TokenDataset, OpensPythonWrittenInt32Dataset) {
   EXPECT_EQ(read->num_rows(), 38);
   EXPECT_EQ(read->seq_len(0), 64);
   EXPECT_EQ(read->loss_mask(0)[0], 1);  // no loss_mask column: all ones
+}
+
+// Cross-checks the writer with Apache Arrow JS (tests/interop).
+TEST(TokenDataset, ArrowJsReadsWrittenDataset) {
+  const std::filesystem::path interop = std::filesystem::path(DRAFTFORGE_SOURCE_DIR) / "tests" / "interop";
+  if (!std::filesystem::exists(interop / "node_modules" / "apache-arrow")) {
+    GTEST_SKIP() << "run npm ci --prefix tests/interop";
+  }
+  if (std::system("node --version >/dev/null 2>&1") != 0) GTEST_SKIP() << "node is not installed";
+  TempDir dir;
+  TokenDataset written = SampleDataset(1200);  // two record batches
+  ASSERT_TRUE(WriteTokenDataset(dir.str(), written).ok());
+  std::string command =
+      "node '" + (interop / "read_prepared.mjs").string() + "' '" + dir.str() + "' 2>&1";
+  std::FILE* pipe = ::popen(command.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string output;
+  char buffer[65536];
+  size_t count = 0;
+  while ((count = std::fread(buffer, 1, sizeof(buffer), pipe)) > 0) output.append(buffer, count);
+  ASSERT_EQ(::pclose(pipe), 0) << output;
+  auto json = nlohmann::json::parse(output, nullptr, false);
+  ASSERT_FALSE(json.is_discarded()) << output.substr(0, 500);
+
+  const auto& fields = json["schema"]["fields"];
+  ASSERT_EQ(fields.size(), 3u);
+  EXPECT_EQ(fields[0]["name"], "input_ids");
+  EXPECT_EQ(fields[0]["type"], "List<Int64>");
+  EXPECT_EQ(fields[0]["children"], nlohmann::json::array({"item"}));
+  EXPECT_EQ(fields[1]["name"], "loss_mask");
+  EXPECT_EQ(fields[1]["type"], "List<Int64>");
+  EXPECT_EQ(fields[2]["name"], "seq_len");
+  EXPECT_EQ(fields[2]["type"], "Int64");
+  EXPECT_EQ(fields[2]["nullable"], true);
+  EXPECT_NE(json["schema"]["metadata"]["huggingface"].get<std::string>().find("\"seq_len\""),
+            std::string::npos);
+
+  const auto& rows = json["rows"];
+  ASSERT_EQ(rows["input_ids"].size(), 1200u);
+  for (int64_t r = 0; r < written.num_rows(); ++r) {
+    auto ids = written.input_ids(r);
+    auto mask = written.loss_mask(r);
+    ASSERT_EQ(rows["input_ids"][r].get<std::vector<int64_t>>(),
+              std::vector<int64_t>(ids.begin(), ids.end()))
+        << "row " << r;
+    ASSERT_EQ(rows["loss_mask"][r].get<std::vector<int64_t>>(),
+              std::vector<int64_t>(mask.begin(), mask.end()))
+        << "row " << r;
+    ASSERT_EQ(rows["seq_len"][r].get<int64_t>(), written.seq_len(r)) << "row " << r;
+  }
 }
 
 }  // namespace

@@ -11,6 +11,7 @@ void AddPrepareCommand(CLI::App& app) {
   auto options = std::make_shared<data::PrepareOptions>();
   auto max_samples = std::make_shared<int64_t>(0);
   auto num_workers = std::make_shared<int>(1);
+  auto no_progress = std::make_shared<bool>(false);
   auto* command = app.add_subcommand(
       "prepare",
       "Build a prepared dataset (Arrow shards, state.json, dataset_info.json, token_freq.pt) "
@@ -24,6 +25,7 @@ void AddPrepareCommand(CLI::App& app) {
       "(or negative), a loss_mask value other than 0/1/true/false, or when no row is left.\n"
       "A record is skipped and counted in the summary on: empty input_ids, a loss_mask whose "
       "length differs from input_ids, or no trainable token after truncation.");
+
   command->add_option("--model", options->model_dir,
                       "Target model directory; when given, token ids are checked against its "
                       "config.json vocab_size");
@@ -47,9 +49,11 @@ void AddPrepareCommand(CLI::App& app) {
                     "leaves it as is and exits 0)");
   command->add_option("--num-workers,--num-preprocessing-workers", *num_workers,
                       "Accepted for compatibility with prepare_data.py; parsing is single-threaded");
-  command->add_flag("!--progress", options->show_progress, "Hide the progress bar");
-  command->callback([options, max_samples] {
+  command->add_flag("--no-progress", *no_progress, "Hide the progress bar");
+
+  command->callback([options, max_samples, no_progress] {
     if (*max_samples > 0) options->max_samples = *max_samples;
+    options->show_progress = !*no_progress;
     auto summary = data::RunPrepare(*options);
     ExitOnError(summary.status());
     if (summary->output_existed) {

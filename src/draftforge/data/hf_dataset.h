@@ -1,9 +1,9 @@
 // Reader for Hugging Face `datasets` save_to_disk directories.
 //
-// A Dataset directory holds state.json (the shard list in "_data_files" and
-// the format), dataset_info.json (feature types) and Arrow IPC stream shards.
-// A DatasetDict directory holds dataset_dict.json ({"splits": [...]}) and one
-// Dataset directory per split. Row counts come from the Arrow data, never from
+// A Dataset directory contains state.json (the shard list in "_data_files"
+// and the format), dataset_info.json (feature types) and Arrow IPC stream
+// shards. A DatasetDict directory contains dataset_dict.json ({"splits":
+// [...]}) and one Dataset directory per split. Row counts come from the Arrow data, never from
 // dataset_info.json, whose "splits" entry may describe a parent dataset.
 //
 // Like datasets.load_from_disk, Open rejects shards whose schemas differ and
@@ -35,12 +35,12 @@ class HfColumn {
   int64_t num_rows() const { return num_rows_; }
   const std::vector<const io::arrow::ArrayData*>& chunks() const { return chunks_; }
 
-  // The array holding global row `row` and the row's index inside it.
+  // The array that contains global row `row`, and the row's index inside it.
   // Precondition: 0 <= row < num_rows().
   std::pair<const io::arrow::ArrayData*, int64_t> Locate(int64_t row) const;
 
   bool IsNull(int64_t row) const;
-  // Int/Bool value of a row; Invalid for other types, NotFound-free.
+  // Int or Bool value of a row; Invalid for other column types.
   Result<int64_t> GetInt(int64_t row) const;
   Result<double> GetDouble(int64_t row) const;
   Result<std::string> GetString(int64_t row) const;
@@ -101,7 +101,7 @@ struct HfDatasetDict {
 // Opens a DatasetDict directory: dataset_dict.json plus one folder per split.
 Result<HfDatasetDict> OpenHfDatasetDict(const std::string& dir);
 
-// True when `dir` holds a dataset_dict.json.
+// True when `dir` contains a dataset_dict.json.
 bool IsHfDatasetDict(const std::string& dir);
 
 // Checks that a features object (dataset_info.json "features") describes

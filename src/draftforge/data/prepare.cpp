@@ -23,6 +23,20 @@ namespace {
 namespace fs = std::filesystem;
 using simdjson::ondemand::json_type;
 
+// simdjson 3.0 has no document::at_end(); current_location() reports
+// OUT_OF_BOUNDS once every token was consumed.
+bool AtEnd(simdjson::ondemand::document& document) {
+  const char* location = nullptr;
+  return document.current_location().get(location) == simdjson::OUT_OF_BOUNDS;
+}
+
+// Raw JSON text of a value, for messages.
+std::string RawText(simdjson::ondemand::value value) {
+  std::string_view raw = value.raw_json_token();
+  while (!raw.empty() && std::isspace(static_cast<unsigned char>(raw.back()))) raw.remove_suffix(1);
+  return std::string(raw);
+}
+
 struct PreparedRecord {
   std::vector<int64_t> ids;
   std::vector<uint8_t> mask;
@@ -67,10 +81,8 @@ Result<const char*> ParseRecord(simdjson::ondemand::object object, const std::st
       if (is_ids) {
         int64_t id = 0;
         if (type != json_type::number || element.get_int64().get(id) != simdjson::SUCCESS) {
-          std::string_view raw;
-          (void)element.raw_json_token().get(raw);
           return Status::Invalid("{}: field 'input_ids' position {} is {}, not an integer token id",
-                                 where, position, raw);
+                                 where, position, RawText(element.value_unsafe()));
         }
         if (id < 0 || (vocab_size > 0 && id >= vocab_size)) {
           return Status::Invalid(
@@ -93,11 +105,9 @@ Result<const char*> ParseRecord(simdjson::ondemand::object object, const std::st
           flag = static_cast<uint8_t>(value);
         }
         if (!ok) {
-          std::string_view raw;
-          (void)element.raw_json_token().get(raw);
           return Status::Invalid(
               "{}: field 'loss_mask' position {} is {}; values must be 0, 1, true or false",
-              where, position, raw);
+              where, position, RawText(element.value_unsafe()));
         }
         record->mask.push_back(flag);
       }
@@ -162,7 +172,7 @@ class SourceReader {
         return Status::Invalid("{}: malformed JSON line; expected one JSON object per line", where);
       }
       DF_RETURN_NOT_OK(Handle(object, where, rows));
-      if (!document.at_end()) {
+      if (!AtEnd(document)) {
         return Status::Invalid("{}: malformed JSON line (extra text after the object)", where);
       }
       if (progress_ != nullptr) progress_->Advance(1, 0, static_cast<int64_t>(line_bytes));
@@ -176,6 +186,7 @@ class SourceReader {
     if (simdjson::padded_string::load(path).get(text) != simdjson::SUCCESS) {
       return Status::IOError("cannot read {}", path);
     }
+
     simdjson::ondemand::parser parser;
     simdjson::ondemand::document document;
     simdjson::ondemand::array array;
@@ -183,8 +194,9 @@ class SourceReader {
         document.get_array().get(array) != simdjson::SUCCESS) {
       return Status::Invalid("{}:1: malformed JSON; expected an array of records", path);
     }
-    const char* base = text.data();
-    const char* counted_to = base;
+
+    // Line numbers are counted lazily up to each record's start.
+    const char* counted_to = text.data();
     int64_t line_number = 1;
     int64_t index = 0;
     for (auto element : array) {
@@ -202,7 +214,7 @@ class SourceReader {
       if (progress_ != nullptr) progress_->Advance(1);
       ++index;
     }
-    if (!document.at_end()) {
+    if (!AtEnd(document)) {
       return Status::Invalid("{}: malformed JSON after record {}", path, index);
     }
     return Status::OK();

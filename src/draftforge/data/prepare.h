@@ -10,14 +10,15 @@
 // reproduce Python's order. Token frequencies count the loss-masked tokens of
 // the final rows.
 //
-// Input checks. The run fails (nothing is written) on: unreadable or
-// malformed JSON (file:line), a record that is not an object or lacks an
-// integer-array `input_ids`, chat records (`conversations` or `messages`;
-// Unimplemented), a token id outside [0, vocab_size) (or negative when no
-// model is given), a loss_mask value other than 0, 1, true or false, and
-// when no row is left. A record is skipped and counted on: empty input_ids,
-// a loss_mask whose length differs from input_ids, and no trainable token
-// after truncation (upstream's current prepare drops those rows too).
+// Input checks. These fail the run before anything is written: unreadable
+// or malformed JSON (reported as file:line), a record that is not an object
+// or has no integer-array `input_ids`, and chat records with `conversations`
+// or `messages` (Unimplemented). A token id outside [0, vocab_size), or a
+// negative one when no model is given, also fails the run. So do loss_mask
+// values other than 0, 1, true and false, and an input with no row left.
+// These skip the record and count it: empty input_ids, a loss_mask whose
+// length differs from input_ids, and no trainable token after truncation
+// (upstream's current prepare_data.py drops such rows too).
 #pragma once
 
 #include <cstdint>

@@ -188,9 +188,11 @@ Result<Field> ParseField(const Table* table, const std::string& source, int dept
   if (depth > kMaxTypeDepth) {
     return Status::Corrupt("{}: schema nests types deeper than {} levels", source, kMaxTypeDepth);
   }
+
   Field field;
   field.name = StringField(table, 0);
   field.nullable = table->GetField<uint8_t>(Slot(1), 0) != 0;
+
   uint8_t tag = table->GetField<uint8_t>(Slot(2), 0);
   if (tag == 0 || tag > static_cast<uint8_t>(TypeTag::kLargeListView)) {
     return Status::Corrupt("{}: field '{}' has unknown type tag {}", source, field.name, tag);
@@ -218,6 +220,7 @@ Result<Field> ParseField(const Table* table, const std::string& source, int dept
   } else if (field.type == TypeTag::kUnion) {
     field.union_mode = type->GetField<int16_t>(Slot(0), 0);
   }
+
   field.dictionary_encoded = table->GetPointer<const Table*>(Slot(4)) != nullptr;
   if (auto* children = table->GetPointer<const TableVector*>(Slot(5)); children != nullptr) {
     for (flatbuffers::uoffset_t i = 0; i < children->size(); ++i) {
@@ -271,7 +274,7 @@ class BatchDecoder {
     out->field = &field;
     DF_RETURN_NOT_OK(TakeNode(path, &out->length, &out->null_count));
     if (field.dictionary_encoded) {
-      // The batch holds the dictionary indices: validity and an Int buffer.
+      // The batch contains the dictionary indices: validity and an Int buffer.
       return SkipBuffers(2, path);
     }
     switch (field.type) {

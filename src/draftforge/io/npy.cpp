@@ -18,7 +18,7 @@ constexpr size_t kArrayAlign = 64;
 // numpy.lib.format.GROWTH_AXIS_MAX_DIGITS (numpy 1.24).
 constexpr size_t kGrowthAxisMaxDigits = 21;
 
-// Item size of the descriptors this module knows, keyed without byte order.
+// Item size in bytes of the supported descriptors, keyed without byte order.
 int64_t ItemSize(const std::string& descr) {
   static const std::map<std::string, int64_t> kSizes = {
       {"b1", 1}, {"u1", 1}, {"i1", 1}, {"i2", 2}, {"u2", 2}, {"f2", 2}, {"i4", 4},
@@ -76,9 +76,9 @@ class HeaderParser {
   void SkipSpaces() {
     while (pos_ < text_.size() && std::isspace(static_cast<unsigned char>(text_[pos_]))) ++pos_;
   }
-  Status Error(const std::string& what) const {
+  Status Error(const std::string& problem) const {
     return Status::Corrupt("{}: invalid .npy header at character {}: {} (header: {})", path_,
-                           pos_, what, text_);
+                           pos_, problem, text_);
   }
   Status Expect(char c) {
     SkipSpaces();
@@ -151,6 +151,7 @@ Result<NpyArray> ReadNpy(const std::string& path) {
                                  "supported",
                                  path, major, static_cast<uint8_t>(bytes[7]));
   }
+
   if (bytes.size() - header_start < header_length) {
     return Status::Corrupt("{}: the .npy header ({} bytes) runs past the end of the file", path,
                            header_length);
@@ -163,6 +164,7 @@ Result<NpyArray> ReadNpy(const std::string& path) {
                                  "np.ascontiguousarray",
                                  path);
   }
+
   const int64_t item_size = ItemSize(array.descr);
   if (item_size == 0) {
     return Status::Unimplemented("{}: dtype descr '{}' is not supported (little-endian bool, "

@@ -187,9 +187,9 @@ class PickleParser {
   }
 
  private:
-  Status Error(size_t pos, const std::string& what) const {
+  Status Error(size_t pos, const std::string& problem) const {
     return Status::Invalid("{}: data.pkl byte {}: {}; expected a pickled dict[int, int]",
-                           source_, pos, what);
+                           source_, pos, problem);
   }
 
   template <typename T>

@@ -125,7 +125,10 @@ AttentionLayout BuildAttentionLayout(const std::vector<int64_t>& document_length
     auto int_options = torch::TensorOptions().dtype(torch::kInt64);
     group.query_slots = torch::tensor(query_slots, int_options).to(bias_options.device());
     group.key_slots = torch::tensor(key_slots, int_options).to(bias_options.device());
+    // clone(): from_blob aliases `bias`, and to() returns the same tensor
+    // when the dtype and device already match.
     group.score_bias = torch::from_blob(bias.data(), {group.count, 1, 1, nq, nk}, torch::kFloat32)
+                           .clone()
                            .to(bias_options);
     row_offset += group.count * nq;
     layout.groups.push_back(std::move(group));
