@@ -43,6 +43,7 @@ void AddFlags(CLI::App& command, TrainFlags& flags) {
   command.add_option("--token-freq-path", o.token_freq_path, "token_freq.pt (default: DATA_PATH/token_freq.pt)");
   command.add_option("--d2t-path", o.d2t_path, "d2t.npy of an existing vocabulary mapping (with --t2d-path)");
   command.add_option("--t2d-path", o.t2d_path, "t2d.npy of an existing vocabulary mapping (with --d2t-path)");
+
   command.add_option("--num-layers", o.num_layers, "Draft decoder layers")->capture_default_str();
   command.add_option("--draft-arch", o.draft_arch, "Draft decoder layer type: llama or qwen3")->capture_default_str();
   command.add_option("--seed", o.seed, "Seed of the weight initialisation and noise")->capture_default_str();
@@ -58,6 +59,7 @@ void AddFlags(CLI::App& command, TrainFlags& flags) {
                    "Recorded in config.json only: the embeddings never receive gradients, as in speculators");
   command.add_flag("--freeze-lm-head", o.freeze_lm_head,
                    "Keep lm_head at the verifier's rows instead of training it");
+
   command.add_option("--checkpoint-freq", o.checkpoint_freq, "Save every N epochs (epoch 0 is always saved)")
       ->capture_default_str();
   command.add_flag("--save-best", o.save_best,
@@ -70,6 +72,7 @@ void AddFlags(CLI::App& command, TrainFlags& flags) {
                      "Schedule length in optimizer steps (default: epochs x batches of epoch 0)");
   command.add_option("--scheduler-num-cosine-cycles", o.scheduler_num_cosine_cycles, "Cosine cycles over the schedule")
       ->capture_default_str();
+
   command.add_option("--hidden-states-dtype", o.hidden_states_dtype,
                      "Precision the hidden states are rounded to (bfloat16, float16, float32); the math runs in float32")
       ->capture_default_str();

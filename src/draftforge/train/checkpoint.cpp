@@ -86,9 +86,9 @@ Status SaveCheckpoint(const std::string& save_path, const Eagle3DraftModel& mode
   std::string dir = EpochDir(save_path, state.epoch);
   DF_RETURN_NOT_OK(SaveDraftModel(dir, model, config));
 
-  // AdamW moments and step counters stay in their own dtypes (float32 and
-  // int64); the trainable weights are kept in float32 so that a resumed run
-  // continues from exact values rather than the BF16 copies.
+  // AdamW moments (float32) and step counters (int64) keep their dtypes. The
+  // trainable weights are stored in float32 too, so a resumed run continues
+  // from exact values rather than the BF16 copies.
   torch::serialize::OutputArchive archive;
   optimizer.save(archive);
   torch::serialize::OutputArchive master;

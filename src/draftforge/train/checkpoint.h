@@ -73,7 +73,7 @@ Status UpdateBestLink(const std::string& save_path, int64_t epoch);
 // Removes every entry of `save_path` except <epoch>/ and checkpoint_best.
 Status RemoveOtherEntries(const std::string& save_path, int64_t epoch);
 
-// What to do after the validation of `epoch` (0-based):
+// Checkpoint actions after the validation of `epoch` (0-based):
 // - save_best with a validation loss: save only when the loss improves on the
 //   best so far, then point checkpoint_best at it and remove the other entries;
 // - otherwise save when epoch == 0 or (epoch + 1) % checkpoint_freq == 0, and

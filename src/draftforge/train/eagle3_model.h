@@ -120,7 +120,7 @@ class Eagle3DraftModel : public torch::nn::Module {
   torch::Tensor embed_tokens;      // [V, H], frozen
   torch::Tensor verifier_lm_head;  // [Vd, H], frozen
   torch::Tensor verifier_norm;     // [H], frozen
-  torch::Tensor d2t;  // [Vd] int64 (CPU copy kept on the model device); undefined when Vd == V
+  torch::Tensor d2t;  // [Vd] int64 on the model device; undefined when Vd == V
   torch::Tensor t2d;  // [V] bool; undefined when Vd == V
 
   Weight fc{nullptr};

@@ -11,10 +11,11 @@
 
 namespace draftforge::train {
 
-// Returns inv_freq[j] for j = 0 .. head_dim/2 - 1, computed in float64:
-// 1 / theta^(2j/head_dim), then adjusted by `rope_scaling` (null or
-// rope_type "default": unchanged; "linear": divided by factor; "llama3": the
-// wavelength-dependent blend). Unimplemented for dynamic, yarn and longrope.
+// Returns inv_freq[j] = 1 / theta^(2j/head_dim) for j = 0 .. head_dim/2 - 1,
+// computed in float64 and adjusted by `rope_scaling`. A null scaling or
+// rope_type "default" leaves the values unchanged, "linear" divides them by
+// factor, and "llama3" applies the wavelength-dependent blend. Dynamic, yarn
+// and longrope scaling return Unimplemented.
 Result<std::vector<double>> RopeInverseFrequencies(int64_t head_dim, double theta,
                                                    const nlohmann::json& rope_scaling);
 

@@ -34,6 +34,7 @@ Result<std::optional<ShiftedSample>> LoadSample(const SampleSource& source, int6
         return std::optional<ShiftedSample>();
     }
   }
+
   std::span<const int64_t> ids = source.dataset->input_ids(row);
   hidden_states::HiddenStatesExpectation expected;
   expected.token_ids = ids;
@@ -48,6 +49,7 @@ Result<std::optional<ShiftedSample>> LoadSample(const SampleSource& source, int6
     spdlog::warn("skipping dataset row {}: {} tokens leave nothing to train on after the shift", row, ids.size());
     return std::optional<ShiftedSample>();
   }
+
   std::span<const uint8_t> mask_span = source.dataset->loss_mask(row);
   torch::Tensor mask = torch::from_blob(const_cast<uint8_t*>(mask_span.data()),
                                         {static_cast<int64_t>(mask_span.size())}, torch::kUInt8);

@@ -2,7 +2,7 @@
 // hs_{row}.safetensors, validated, noised and shifted.
 //
 // A sample is skipped (nullopt, with a warning that names the row and file)
-// when its file is missing (as `on_missing` says), damaged, holds non-finite
+// when its file is missing (and `on_missing` is not raise), damaged, contains non-finite
 // values, has a row count or token ids that differ from the dataset row, or
 // has fewer than 2 tokens.
 #pragma once

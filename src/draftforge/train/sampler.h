@@ -3,9 +3,9 @@
 //
 // Greedy over the shuffled list: take the largest count x of the next samples
 // (binary search) that longest-processing-time (LPT) packing fits into R bins
-// of capacity L. LPT visits samples by descending length (ties: later index
-// first) and puts each into the bin with the smallest (fill, bin index); it
-// fails when that bin would overflow. Rank r takes bin (r - b) mod R of batch
+// of capacity L. LPT visits samples by descending length, later index first
+// among equal lengths, and puts each into the bin with the smallest
+// (fill, bin index). It fails when that bin would overflow. Rank r takes bin (r - b) mod R of batch
 // b, so the bin holding the longest sample rotates across ranks. The epoch
 // ends when fewer than R samples remain.
 #pragma once

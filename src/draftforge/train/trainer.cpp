@@ -6,8 +6,12 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <memory>
 
@@ -411,9 +415,22 @@ Status Trainer::Run() {
   return Status::OK();
 }
 
+// Keeps freed memory in the process. Each training step allocates and frees
+// tens of megabytes of activations. With glibc's defaults those blocks are
+// mmap'ed and unmapped every time, and the page faults cost more than the
+// math. Measured on a 2-core machine with stories260k at 8192 tokens per row:
+// about 2,000 tokens/s with the defaults, over 5,000 with this setting.
+void KeepFreedMemory() {
+#if defined(__GLIBC__)
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
+#endif
+}
+
 }  // namespace
 
 Status RunTraining(const TrainOptions& options) {
+  KeepFreedMemory();
   Trainer trainer(options);
   return trainer.Run();
 }

@@ -1,11 +1,11 @@
 // `draftforge train`: offline EAGLE-3 draft training from a prepared dataset
 // and its hidden-states files.
 //
-// Per run: seed, resolve the vocabulary mapping, build the draft from the
-// verifier config and weights, split the dataset 90/10 (rows [0, floor(0.9 n))
-// train, the rest validate, files keyed by the global row index), resume from
-// the last checkpoint, then per epoch train (AdamW, gradient clipping at norm
-// 1, scheduled learning rate), validate, and checkpoint.
+// Per run: seed, resolve the vocabulary mapping, and build the draft from the
+// verifier config and weights. The dataset splits 90/10: rows [0, floor(0.9 n))
+// train and the rest validate, and hidden-states files keep the global row
+// index. After resuming from the last checkpoint, each epoch trains (AdamW,
+// gradient clipping at norm 1, scheduled learning rate), validates and saves.
 #pragma once
 
 #include <cstdint>
