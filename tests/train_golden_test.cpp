@@ -118,6 +118,9 @@ struct GoldenCase {
   double grad_fc, grad_lm_head, grad_q_proj, grad_total;
 };
 
+// Prints the case name in test listings instead of the struct's raw bytes.
+void PrintTo(const GoldenCase& golden, std::ostream* out) { *out << "case " << golden.name; }
+
 const std::vector<GoldenCase>& GoldenCases() {
   static const std::vector<GoldenCase> cases = {
       {"A", 1, "llama", true, false, 1.0,

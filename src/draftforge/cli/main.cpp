@@ -1,12 +1,33 @@
 // Entry point of the `draftforge` executable.
 #include <torch/torch.h>
 
+#include <unistd.h>
+
+#include <cstdlib>
 #include <thread>
 
 #include "draftforge/cli/commands.h"
 #include "draftforge/util/logging.h"
 
+namespace {
+
+// libgomp reads OMP_WAIT_POLICY once, when the library loads, so it cannot be
+// changed from main(). Its default lets idle worker threads spin. On a 2-core
+// machine with one core busy elsewhere, spinning made `generate` about 10x
+// slower, while passive waiting cost about 2% of training speed on an idle
+// machine. Unless the user chose a policy, the process re-executes itself once
+// with PASSIVE.
+void ReexecWithPassiveOpenMpWait(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
+  ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+  ::execv("/proc/self/exe", argv);
+  // execv returns only on failure; then run on with the library default.
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  ReexecWithPassiveOpenMpWait(argv);
   CLI::App app{"draftforge: train EAGLE-3 speculative-decoding drafts for models served by vLLM"};
   app.require_subcommand(1);
   std::string log_level = "info";

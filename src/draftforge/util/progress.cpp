@@ -53,8 +53,8 @@ void ProgressBar::DrawLocked(bool final_draw) {
   if (total_ > 0) {
     constexpr int kWidth = 24;
     int filled = static_cast<int>(kWidth * std::min<int64_t>(done_, total_) / total_);
-    bar = "[" + std::string(filled, '#') + std::string(kWidth - filled, '.') + "] ";
-    bar += fmt::format("{}/{} {}", done_, total_, unit_);
+    bar = fmt::format("[{}{}] {}/{} {}", std::string(filled, '#'), std::string(kWidth - filled, '.'),
+                      done_, total_, unit_);
   } else {
     bar = fmt::format("{} {}", done_, unit_);
   }
