@@ -7,12 +7,12 @@ layers, first decoder layer on [embeddings || hidden], TTT steps with
 document-causal attention plus the diagonal blocks of earlier steps, KL loss
 over the draft vocabulary, AdamW with gradient clipping), written the way an
 ML engineer writes it in eager PyTorch: per-document padded attention, no dense
-[L, (k+1)L] mask. It reads the same prepared JSONL token ids and
-hidden-states files as draftforge and prints tokens per second.
+[L, (k+1)L] mask. It reads the hidden-states files draftforge
+generates (token ids included) and prints tokens per second.
 
 Usage (Debian's python3-torch):
-  /usr/bin/python3 eagle3_train_reference.py --model DIR --data train.jsonl \
-      --hidden-states DIR/hidden_states --steps 20 --threads 2
+  /usr/bin/python3 eagle3_train_reference.py --model DIR \
+      --hidden-states DATA/hidden_states --steps 20 --threads 2
 """
 import argparse
 import json
@@ -205,7 +205,6 @@ def collate(row, total_len, hidden):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True)
-    parser.add_argument("--data", required=True, help="JSONL with input_ids per line")
     parser.add_argument("--hidden-states", required=True)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup-steps", type=int, default=2)
@@ -221,13 +220,12 @@ def main():
     verifier = read_safetensors(f"{args.model}/model.safetensors")
     samples = []
     needed_rows = (args.steps + args.warmup_steps + 1) * (args.total_seq_len // 100 + 1)
-    with open(args.data) as f:
-        for index, line in enumerate(f):
-            if index >= needed_rows:
-                break
-            ids = json.loads(line)["input_ids"]
-            states = read_safetensors(f"{args.hidden_states}/hs_{index}.safetensors")["hidden_states"]
-            samples.append((ids, states.float()))
+    for index in range(needed_rows):
+        try:
+            tensors = read_safetensors(f"{args.hidden_states}/hs_{index}.safetensors")
+        except FileNotFoundError:
+            break
+        samples.append((tensors["token_ids"].tolist(), tensors["hidden_states"].float()))
     counts = np.zeros(cfg["vocab_size"], dtype=np.int64)
     for ids, _ in samples:
         np.add.at(counts, ids, 1)
