@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "draftforge/hidden_states/hs_file.h"
@@ -76,8 +77,9 @@ TEST_F(GenerateTest, WritesVllmLayoutMatchingGolden) {
   EXPECT_EQ(summary->existing, 0);
   EXPECT_EQ(summary->tokens, dataset_.total_tokens());
   EXPECT_EQ(ListNames(dir.path()),
-            (std::vector<std::string>{"hs_0.safetensors", "hs_1.safetensors", "hs_2.safetensors",
-                                      "hs_3.safetensors", "hs_4.safetensors"}));
+            (std::vector<std::string>{kGenerateSettingsFileName, "hs_0.safetensors",
+                                      "hs_1.safetensors", "hs_2.safetensors", "hs_3.safetensors",
+                                      "hs_4.safetensors"}));
 
   for (int64_t row = 0; row < 5; ++row) {
     SCOPED_TRACE(row);
@@ -146,7 +148,8 @@ TEST_F(GenerateTest, ResumeSkipsExistingFiles) {
   auto third = GenerateHiddenStates(dataset_, *model_, options);
   ASSERT_TRUE(third.ok());
   EXPECT_EQ(third->generated, 0);
-  EXPECT_EQ(ListNames(dir.path()).size(), 8u);  // 5 hs files + 3 ignored names, no temporaries
+  // 5 hs files, the settings file and 3 ignored names, no temporaries.
+  EXPECT_EQ(ListNames(dir.path()).size(), 9u);
 }
 
 TEST_F(GenerateTest, ValidationDetectsTruncatedFile) {
@@ -184,6 +187,95 @@ TEST_F(GenerateTest, RejectsDuplicateLayerIds) {
   ASSERT_FALSE(result.ok());
   EXPECT_NE(result.status().message().find("layer id 2 is given twice"), std::string::npos);
   EXPECT_TRUE(ListNames(dir.path()).empty());
+}
+
+TEST_F(GenerateTest, SettingsFileRejectsOtherLayerIds) {
+  TempDir dir;
+  GenerateOptions options = Options(dir.str());
+  options.max_samples = 2;
+  ASSERT_TRUE(GenerateHiddenStates(dataset_, *model_, options).ok());
+  ASSERT_TRUE(fs::exists(dir.path() / kGenerateSettingsFileName));
+
+  // Same number of layers, so the shape check alone would accept the files.
+  options.max_samples.reset();
+  options.layer_ids = {1, 2, 3, 4};
+  options.validate_outputs = true;
+  auto other_layers = GenerateHiddenStates(dataset_, *model_, options);
+  ASSERT_FALSE(other_layers.ok());
+  const std::string message = other_layers.status().message();
+  EXPECT_NE(message.find("layer ids [1, 2, 3, 5]"), std::string::npos) << message;
+  EXPECT_NE(message.find("layer ids [1, 2, 3, 4]"), std::string::npos) << message;
+  EXPECT_NE(message.find("--output"), std::string::npos) << message;
+  EXPECT_FALSE(fs::exists(dir.path() / "hs_2.safetensors"));
+
+  GenerateOptions other_dtype = Options(dir.str());
+  other_dtype.dtype = torch::kBFloat16;
+  auto dtype_result = GenerateHiddenStates(dataset_, *model_, other_dtype);
+  ASSERT_FALSE(dtype_result.ok());
+  EXPECT_NE(dtype_result.status().message().find("dtype bfloat16"), std::string::npos)
+      << dtype_result.status().message();
+}
+
+TEST_F(GenerateTest, FilesWithoutSettingsFileAreKept) {
+  TempDir dir;
+  GenerateOptions options = Options(dir.str());
+  options.max_samples = 2;
+  ASSERT_TRUE(GenerateHiddenStates(dataset_, *model_, options).ok());
+  // Output of vLLM or speculators has no settings file.
+  fs::remove(dir.path() / kGenerateSettingsFileName);
+
+  options.max_samples.reset();
+  options.validate_outputs = true;
+  auto resumed = GenerateHiddenStates(dataset_, *model_, options);
+  ASSERT_TRUE(resumed.ok()) << resumed.status().ToString();
+  EXPECT_EQ(resumed->existing, 2);
+  EXPECT_EQ(resumed->generated, 3);
+  // The settings of the older files are unknown, so none is recorded.
+  EXPECT_FALSE(fs::exists(dir.path() / kGenerateSettingsFileName));
+}
+
+TEST_F(GenerateTest, StartIndexPastLastRowFails) {
+  TempDir dir;
+  GenerateOptions options = Options(dir.str());
+  options.start_index = 5;
+  auto result = GenerateHiddenStates(dataset_, *model_, options);
+  ASSERT_FALSE(result.ok());
+  EXPECT_NE(result.status().message().find("--start-idx 5 is past the last dataset row 4"),
+            std::string::npos)
+      << result.status().message();
+  EXPECT_TRUE(ListNames(dir.path()).empty());
+}
+
+TEST_F(GenerateTest, NonFiniteModelOutputWritesNoFile) {
+  TempDir dir;
+  const fs::path model_dir = dir.path() / "nan_model";
+  fs::create_directories(model_dir);
+  const fs::path source_dir = model_->model_dir();
+  fs::copy_file(source_dir / "config.json", model_dir / "config.json");
+  auto weights = io::SafetensorsFile::Open((source_dir / "model.safetensors").string()).ValueOrDie();
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  bool poisoned = false;
+  for (const auto& info : weights.tensors()) {
+    torch::Tensor tensor = io::ReadTensor(weights, info.name).ValueOrDie();
+    if (!poisoned && info.name.find("layers.0.") != std::string::npos && tensor.dim() == 2) {
+      tensor = tensor.clone();
+      tensor.view(-1)[0] = std::numeric_limits<float>::quiet_NaN();
+      poisoned = true;
+    }
+    tensors.emplace_back(info.name, tensor);
+  }
+  ASSERT_TRUE(poisoned);
+  ASSERT_TRUE(io::WriteTensors((model_dir / "model.safetensors").string(), tensors).ok());
+  auto model = engine::LlamaModel::Load(model_dir.string()).ValueOrDie();
+
+  const fs::path output = dir.path() / "hs";
+  auto result = GenerateHiddenStates(dataset_, *model, Options(output.string()));
+  ASSERT_FALSE(result.ok());
+  const std::string message = result.status().message();
+  EXPECT_NE(message.find("dataset row 0"), std::string::npos) << message;
+  EXPECT_NE(message.find("non-finite values"), std::string::npos) << message;
+  EXPECT_NE(message.find("Regenerating will not help"), std::string::npos) << message;
+  EXPECT_FALSE(fs::exists(output / "hs_0.safetensors"));
 }
 
 TEST(SelectRowsToGenerate, FollowsMaxSamplesRule) {
@@ -238,7 +330,8 @@ TEST(GenerateCli, WritesFilesAndReportsErrors) {
   ASSERT_EQ(run.exit_code, 0) << run.output;
   EXPECT_NE(run.output.find("wrote 3 files"), std::string::npos) << run.output;
   EXPECT_EQ(ListNames(data_dir + "/hidden_states"),
-            (std::vector<std::string>{"hs_0.safetensors", "hs_1.safetensors", "hs_2.safetensors"}));
+            (std::vector<std::string>{kGenerateSettingsFileName, "hs_0.safetensors",
+                                      "hs_1.safetensors", "hs_2.safetensors"}));
   auto file = io::SafetensorsFile::Open(data_dir + "/hidden_states/hs_2.safetensors").ValueOrDie();
   EXPECT_EQ(file.Find("hidden_states")->dtype, io::DType::kF16);
 
@@ -247,6 +340,21 @@ TEST(GenerateCli, WritesFilesAndReportsErrors) {
                                   "--hidden-states-dtype", "int8"});
   EXPECT_NE(bad_dtype.exit_code, 0);
   EXPECT_NE(bad_dtype.output.find("'int8' is not supported"), std::string::npos) << bad_dtype.output;
+
+  for (const char* flag : {"--max-samples", "--start-idx"}) {
+    SCOPED_TRACE(flag);
+    auto negative = RunDraftforge({"generate", "--model", model_dir.string(), "--preprocessed-data",
+                                   data_dir, "--layer-ids", "1", "2", "3", "5", flag, "-1"});
+    EXPECT_NE(negative.exit_code, 0);
+    EXPECT_NE(negative.output.find(flag), std::string::npos) << negative.output;
+  }
+
+  auto other_layers = RunDraftforge({"generate", "--model", model_dir.string(),
+                                     "--preprocessed-data", data_dir, "--layer-ids", "1", "2", "3",
+                                     "4", "--validate-outputs"});
+  EXPECT_EQ(other_layers.exit_code, 1);
+  EXPECT_NE(other_layers.output.find("layer ids [1, 2, 3, 5]"), std::string::npos)
+      << other_layers.output;
 }
 
 }  // namespace

@@ -182,8 +182,9 @@ TEST(Prepare, TruncatesToSeqLength) {
   options.seq_length = 2;
   auto summary = RunPrepare(options);
   ASSERT_TRUE(summary.ok()) << summary.status().ToString();
-  EXPECT_EQ(summary->truncated_rows, 2);
-  // The second row loses its only trainable token.
+  // Both rows are cut, but the second loses its only trainable token and is
+  // skipped, so only the kept first row counts as truncated.
+  EXPECT_EQ(summary->truncated_rows, 1);
   EXPECT_EQ(summary->skipped.at(kSkipNoTrainable), 1);
   auto dataset = TokenDataset::Open(options.output_dir).ValueOrDie();
   EXPECT_EQ(RowIds(dataset), (std::vector<std::vector<int64_t>>{{1, 2}}));
@@ -273,6 +274,61 @@ TEST(Prepare, CliPrintsSummary) {
        (dir.path() / "out2").string()});
   EXPECT_EQ(failed.exit_code, 1);
   EXPECT_NE(failed.output.find("missing.jsonl"), std::string::npos);
+}
+
+TEST(Prepare, TruncatedCountCoversKeptRowsOnly) {
+  TempDir dir;
+  std::string text;
+  for (int i = 0; i < 20; ++i) text += "{\"input_ids\": [1, 2, 3], \"loss_mask\": [1, 1, 1]}\n";
+  auto options = Options(dir, {WriteInput(dir, "a.jsonl", text)});
+  options.seq_length = 1;
+  options.max_samples = 5;
+  auto summary = RunPrepare(options);
+  ASSERT_TRUE(summary.ok()) << summary.status().ToString();
+  EXPECT_EQ(summary->records_read, 20);
+  EXPECT_EQ(summary->rows_kept, 5);
+  EXPECT_EQ(summary->truncated_rows, 5);
+  EXPECT_NE(summary->ToString().find("5 of the kept rows truncated"), std::string::npos)
+      << summary->ToString();
+}
+
+TEST(Prepare, SkipsUtf8ByteOrderMark) {
+  TempDir dir;
+  const std::string bom = "\xEF\xBB\xBF";
+  auto jsonl = Options(dir, {WriteInput(dir, "a.jsonl",
+                                        bom + "{\"input_ids\": [1, 2]}\n{\"input_ids\": [3]}\n")});
+  auto jsonl_summary = RunPrepare(jsonl);
+  ASSERT_TRUE(jsonl_summary.ok()) << jsonl_summary.status().ToString();
+  EXPECT_EQ(jsonl_summary->rows_kept, 2);
+
+  TempDir array_dir;
+  auto array = Options(array_dir, {WriteInput(array_dir, "a.json",
+                                              bom + "[{\"input_ids\": [1, 2]}, "
+                                                    "{\"input_ids\": [3]}]\n")});
+  auto array_summary = RunPrepare(array);
+  ASSERT_TRUE(array_summary.ok()) << array_summary.status().ToString();
+  EXPECT_EQ(array_summary->rows_kept, 2);
+}
+
+TEST(Prepare, CliRejectsNegativeMaxSamples) {
+  TempDir dir;
+  auto input = WriteInput(dir, "a.jsonl", "{\"input_ids\": [1, 2]}\n");
+  auto result = draftforge::testing::RunDraftforge(
+      {"prepare", "--data", input, "--output", (dir.path() / "out").string(), "--max-samples",
+       "-3"});
+  EXPECT_NE(result.exit_code, 0);
+  EXPECT_NE(result.output.find("--max-samples"), std::string::npos) << result.output;
+  EXPECT_FALSE(std::filesystem::exists(dir.path() / "out"));
+}
+
+TEST(Prepare, ProgressReportsBytesRead) {
+  TempDir dir;
+  auto input = WriteInput(dir, "a.jsonl", "{\"input_ids\": [1, 2]}\n");
+  auto result = draftforge::testing::RunDraftforge(
+      {"prepare", "--data", input, "--output", (dir.path() / "out").string()});
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("GB read"), std::string::npos) << result.output;
+  EXPECT_EQ(result.output.find("GB written"), std::string::npos) << result.output;
 }
 
 }  // namespace

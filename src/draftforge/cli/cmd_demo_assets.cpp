@@ -128,8 +128,9 @@ void AddDemoAssetsCommand(CLI::App& app) {
       "Write a small random Llama checkpoint (OUTPUT/model) and synthetic token data "
       "(OUTPUT/train.jsonl) for trying the pipeline offline");
   command->add_option("--output", options->output, "Directory to create")->required();
-  command->add_option("--samples", options->samples, "Number of token sequences")
-      ->capture_default_str();
+  command->add_option("--samples", options->samples, "Number of token sequences (at least 1)")
+      ->capture_default_str()
+      ->check(AtLeast(1));
   command->add_option("--max-length", options->max_length, "Longest sequence in tokens")
       ->capture_default_str()
       ->check(CLI::Range(8, 512));

@@ -128,9 +128,11 @@ void AddGenerateCommand(CLI::App& app) {
       "--max-samples", flags->max_samples,
       "Stop once the output directory contains this many files, existing ones included (default: "
       "all rows)");
+  max_samples->check(AtLeast(0));
   command->add_option("--start-idx", flags->start_index,
-                      "First dataset row to generate; earlier rows are skipped")
-      ->capture_default_str();
+                      "First dataset row to generate (0-based); earlier rows are skipped")
+      ->capture_default_str()
+      ->check(AtLeast(0));
 
   command->add_flag("--validate-outputs", flags->validate_outputs,
                     "Re-read and check every written file, and check existing files (invalid ones "

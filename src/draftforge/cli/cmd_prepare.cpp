@@ -37,7 +37,8 @@ void AddPrepareCommand(CLI::App& app) {
                       "Truncate each row to at most this many tokens")
       ->capture_default_str();
   command->add_option("--max-samples", *max_samples,
-                      "Keep at most this many rows in total (0 = all)");
+                      "Keep at most this many rows in total (0 = all)")
+      ->check(AtLeast(0));
   command->add_option("--seed", options->seed,
                       "Seed of the per-source shuffle that precedes --max-samples selection")
       ->capture_default_str();

@@ -8,14 +8,20 @@
 namespace draftforge::cli {
 namespace {
 
-// Flags whose "unset" state matters are read into these holders.
+// Flags whose "unset" state matters are read into these holders and copied
+// into the options only when given, so that RunTraining validates every
+// value the user passed.
 struct TrainFlags {
   train::TrainOptions options;
   int64_t draft_vocab_size = 0;
-  int64_t warmup_steps = -1;
-  int64_t total_steps = -1;
-  int64_t max_steps = -1;
+  int64_t warmup_steps = 0;
+  int64_t total_steps = 0;
+  int64_t max_steps = 0;
   bool no_resume = false;
+  CLI::Option* draft_vocab_size_option = nullptr;
+  CLI::Option* warmup_steps_option = nullptr;
+  CLI::Option* total_steps_option = nullptr;
+  CLI::Option* max_steps_option = nullptr;
 };
 
 void AddFlags(CLI::App& command, TrainFlags& flags) {
@@ -27,7 +33,11 @@ void AddFlags(CLI::App& command, TrainFlags& flags) {
       ->capture_default_str();
   command.add_option("--hidden-states-path", o.hidden_states_path,
                      "Directory of hs_{row}.safetensors files (default: DATA_PATH/hidden_states)");
-  command.add_option("--save-path", o.save_path, "Checkpoint directory; one subdirectory per saved epoch")
+  command.add_option("--save-path", o.save_path,
+                     "Checkpoint directory, one subdirectory per saved epoch. config.json and model.safetensors "
+                     "are the interoperable part (vLLM, speculators); optimizer_state_dict.pt and "
+                     "scheduler_state_dict.pt are libtorch archives that only draftforge can resume from, "
+                     "Python speculators cannot")
       ->capture_default_str();
   command.add_option("--log-dir", o.log_dir, "Directory of metrics.jsonl (one JSON object per step and epoch)")
       ->capture_default_str();
@@ -38,8 +48,10 @@ void AddFlags(CLI::App& command, TrainFlags& flags) {
       ->capture_default_str();
   command.add_option("--ttt-step-loss-decay", o.ttt_step_loss_decay, "Loss weight factor per TTT step (gamma^k)")
       ->capture_default_str();
-  command.add_option("--draft-vocab-size", flags.draft_vocab_size,
-                     "Draft vocabulary size Vd; builds the mapping from token_freq.pt when no d2t/t2d exist");
+  flags.draft_vocab_size_option = command.add_option(
+      "--draft-vocab-size", flags.draft_vocab_size,
+      "Draft vocabulary size Vd; builds the mapping from token_freq.pt when no d2t/t2d exist. Vd equal to the "
+      "verifier vocabulary size means no mapping");
   command.add_option("--token-freq-path", o.token_freq_path, "token_freq.pt (default: DATA_PATH/token_freq.pt)");
   command.add_option("--d2t-path", o.d2t_path, "d2t.npy of an existing vocabulary mapping (with --t2d-path)");
   command.add_option("--t2d-path", o.t2d_path, "t2d.npy of an existing vocabulary mapping (with --d2t-path)");
@@ -60,16 +72,19 @@ void AddFlags(CLI::App& command, TrainFlags& flags) {
   command.add_flag("--freeze-lm-head", o.freeze_lm_head,
                    "Keep lm_head at the verifier's rows instead of training it");
 
-  command.add_option("--checkpoint-freq", o.checkpoint_freq, "Save every N epochs (epoch 0 is always saved)")
+  command.add_option("--checkpoint-freq", o.checkpoint_freq,
+                     "Save epoch 0 and every epoch e with (e + 1) % N == 0; the final epoch is saved only when "
+                     "it matches")
       ->capture_default_str();
   command.add_flag("--save-best", o.save_best,
-                   "Save only epochs whose validation loss improves, and delete the other checkpoints");
+                   "Save only epochs whose validation loss improves, and delete the other epoch folders "
+                   "(integer names) of SAVE_PATH; other files there stay");
   command.add_option("--scheduler-type", o.scheduler_type, "Learning-rate schedule: linear, cosine or none")
       ->capture_default_str();
-  command.add_option("--scheduler-warmup-steps", flags.warmup_steps,
-                     "Warm-up optimizer steps (default: 1% of the total steps)");
-  command.add_option("--scheduler-total-steps", flags.total_steps,
-                     "Schedule length in optimizer steps (default: epochs x batches of epoch 0)");
+  flags.warmup_steps_option = command.add_option("--scheduler-warmup-steps", flags.warmup_steps,
+                                                 "Warm-up optimizer steps (default: 1% of the total steps)");
+  flags.total_steps_option = command.add_option(
+      "--scheduler-total-steps", flags.total_steps, "Schedule length in optimizer steps (default: epochs x batches of epoch 0)");
   command.add_option("--scheduler-num-cosine-cycles", o.scheduler_num_cosine_cycles, "Cosine cycles over the schedule")
       ->capture_default_str();
 
@@ -77,12 +92,16 @@ void AddFlags(CLI::App& command, TrainFlags& flags) {
                      "Precision the hidden states are rounded to (bfloat16, float16, float32); the math runs in float32")
       ->capture_default_str();
   command.add_flag("--no-resume-from-checkpoint", flags.no_resume,
-                   "Start at epoch 0 even when SAVE_PATH holds checkpoints (they are overwritten)");
+                   "Start at epoch 0: first delete the epoch folders (integer names) and the checkpoint_best "
+                   "link of SAVE_PATH, logging each one");
   command.add_option("--layer-ids", o.layer_ids,
                      "The four layer ids the hidden-states files were captured with (default 2 N/2 N-3 N); "
                      "the first three go to config.json")
       ->delimiter(',');
-  command.add_option("--max-steps", flags.max_steps, "Stop after this many optimizer steps in this run");
+  flags.max_steps_option = command.add_option(
+      "--max-steps", flags.max_steps,
+      "Stop after this many optimizer steps in this run; a stop inside an epoch saves it as partial, and the "
+      "next run trains the rest of it");
   command.add_option("--num-workers", o.num_workers, "Threads loading batches in the background (0 = none)")
       ->capture_default_str();
   command.add_option("--prefetch-factor", o.prefetch_factor, "Batches each loading thread may prepare ahead")
@@ -101,10 +120,10 @@ void AddTrainCommand(CLI::App& app) {
   AddFlags(*command, *flags);
   command->callback([flags] {
     train::TrainOptions options = flags->options;
-    if (flags->draft_vocab_size > 0) options.draft_vocab_size = flags->draft_vocab_size;
-    if (flags->warmup_steps >= 0) options.scheduler_warmup_steps = flags->warmup_steps;
-    if (flags->total_steps >= 0) options.scheduler_total_steps = flags->total_steps;
-    if (flags->max_steps >= 0) options.max_steps = flags->max_steps;
+    if (flags->draft_vocab_size_option->count() > 0) options.draft_vocab_size = flags->draft_vocab_size;
+    if (flags->warmup_steps_option->count() > 0) options.scheduler_warmup_steps = flags->warmup_steps;
+    if (flags->total_steps_option->count() > 0) options.scheduler_total_steps = flags->total_steps;
+    if (flags->max_steps_option->count() > 0) options.max_steps = flags->max_steps;
     options.resume_from_checkpoint = !flags->no_resume;
     ExitOnError(train::RunTraining(options));
   });

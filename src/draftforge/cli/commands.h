@@ -14,9 +14,20 @@ void AddVocabCommand(CLI::App& app);
 void AddGenerateCommand(CLI::App& app);
 void AddTrainCommand(CLI::App& app);
 void AddDemoAssetsCommand(CLI::App& app);
+void AddLaunchVllmCommand(CLI::App& app);
 
 // Logs a failed status as an error and throws CLI::RuntimeError(1); does
 // nothing for OK.
 void ExitOnError(const Status& status);
+
+// Validator for an integer flag that must be at least `minimum`; its error
+// reads "must be an integer >= 0, got -3".
+CLI::Validator AtLeast(int64_t minimum);
+
+// Parses `argv` with `app` and runs the chosen subcommand. Returns the exit
+// code: CLI11's for parse errors and RuntimeError, and 1 with one logged error
+// line for any other exception (std::exception, c10::Error), so an
+// exception never aborts the process with a stack trace.
+int ParseAndRun(CLI::App& app, int argc, const char* const* argv);
 
 }  // namespace draftforge::cli

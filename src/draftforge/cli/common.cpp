@@ -1,4 +1,9 @@
+#include <c10/util/Exception.h>
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
+
+#include <exception>
+#include <string>
 
 #include "draftforge/cli/commands.h"
 
@@ -8,6 +13,47 @@ void ExitOnError(const Status& status) {
   if (status.ok()) return;
   spdlog::error("{}", status.ToString());
   throw CLI::RuntimeError(1);
+}
+
+CLI::Validator AtLeast(int64_t minimum) {
+  return CLI::Validator(
+      [minimum](std::string& input) -> std::string {
+        int64_t value = 0;
+        if (!CLI::detail::lexical_cast(input, value) || value < minimum) {
+          return fmt::format("must be an integer >= {}, got {}", minimum, input);
+        }
+        return std::string();
+      },
+      fmt::format("INT>={}", minimum));
+}
+
+namespace {
+
+// Joins the lines of an exception message so it fits one log line.
+std::string OneLine(std::string text) {
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  for (char& c : text) {
+    if (c == '\n') c = ' ';
+  }
+  return text;
+}
+
+}  // namespace
+
+int ParseAndRun(CLI::App& app, int argc, const char* const* argv) {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    return app.exit(error);
+  } catch (const c10::Error& error) {
+    // what() would append the C++ stack trace.
+    spdlog::error("internal error from libtorch: {}", OneLine(error.what_without_backtrace()));
+    return 1;
+  } catch (const std::exception& error) {
+    spdlog::error("internal error: {}", OneLine(error.what()));
+    return 1;
+  }
+  return 0;
 }
 
 }  // namespace draftforge::cli

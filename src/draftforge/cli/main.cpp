@@ -32,13 +32,15 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::string log_level = "info";
   int threads = 0;
-  app.add_option("--log-level", log_level, "Log level: trace, debug, info, warn, error")
-      ->capture_default_str();
+  app.add_option("--log-level", log_level,
+                 "Log level: trace, debug, info, warn or error (any letter case)")
+      ->capture_default_str()
+      ->transform(CLI::IsMember(draftforge::LogLevelNames(), CLI::ignore_case));
   app.add_option("--threads", threads,
                  "CPU threads for tensor math (0 = one per hardware thread)")
       ->capture_default_str();
   app.parse_complete_callback([&] {
-    draftforge::InitLogging(log_level);
+    draftforge::cli::ExitOnError(draftforge::InitLogging(log_level));
     // libtorch may default to a single thread; set the count explicitly.
     int count = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     torch::set_num_threads(count);
@@ -49,11 +51,7 @@ int main(int argc, char** argv) {
   draftforge::cli::AddGenerateCommand(app);
   draftforge::cli::AddTrainCommand(app);
   draftforge::cli::AddDemoAssetsCommand(app);
+  draftforge::cli::AddLaunchVllmCommand(app);
 
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& error) {
-    return app.exit(error);
-  }
-  return 0;
+  return draftforge::cli::ParseAndRun(app, argc, argv);
 }

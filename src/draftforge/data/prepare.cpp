@@ -37,6 +37,10 @@ std::string RawText(simdjson::ondemand::value value) {
   return std::string(raw);
 }
 
+// UTF-8 byte-order mark. Python's utf-8-sig codec drops it at the start of a
+// file, and some editors on Windows write it.
+constexpr std::string_view kUtf8Bom = "\xEF\xBB\xBF";
+
 struct PreparedRecord {
   std::vector<int64_t> ids;
   std::vector<uint8_t> mask;
@@ -131,6 +135,8 @@ Result<const char*> ParseRecord(simdjson::ondemand::object object, const std::st
 }
 
 // Reads all records of one source into `rows`, counting skips in `summary`.
+// `truncated()` has one flag per row of the last source read: whether that
+// row was cut to seq_length.
 class SourceReader {
  public:
   SourceReader(const PrepareOptions& options, int64_t vocab_size, PrepareSummary* summary,
@@ -138,8 +144,15 @@ class SourceReader {
       : options_(options), vocab_size_(vocab_size), summary_(summary), progress_(progress) {}
 
   Status Read(const std::string& path, TokenDataset* rows) {
+    truncated_.clear();
     std::ifstream in(path, std::ios::binary);
     if (!in) return Status::NotFound("--data file not found or unreadable: {}", path);
+    char bom[3] = {};
+    in.read(bom, 3);
+    if (std::string_view(bom, in.gcount()) != kUtf8Bom) {
+      in.clear();
+      in.seekg(0);
+    }
     char first = 0;
     while (in.get(first) && std::isspace(static_cast<unsigned char>(first))) {
     }
@@ -147,6 +160,8 @@ class SourceReader {
     if (first == '[') return ReadJsonArray(path, rows);
     return ReadJsonLines(path, rows);
   }
+
+  const std::vector<uint8_t>& truncated() const { return truncated_; }
 
  private:
   // Streams the file line by line, so memory does not grow with the input
@@ -159,6 +174,7 @@ class SourceReader {
     while (std::getline(in, line)) {
       ++line_number;
       const size_t line_bytes = line.size() + 1;
+      if (line_number == 1 && line.starts_with(kUtf8Bom)) line.erase(0, kUtf8Bom.size());
       while (!line.empty() && (line.back() == '\r' || std::isspace(static_cast<unsigned char>(line.back())))) {
         line.pop_back();
       }
@@ -185,6 +201,9 @@ class SourceReader {
     simdjson::padded_string text;
     if (simdjson::padded_string::load(path).get(text) != simdjson::SUCCESS) {
       return Status::IOError("cannot read {}", path);
+    }
+    if (std::string_view(text).starts_with(kUtf8Bom)) {
+      text = simdjson::padded_string(std::string_view(text).substr(kUtf8Bom.size()));
     }
 
     simdjson::ondemand::parser parser;
@@ -223,10 +242,11 @@ class SourceReader {
   Status Handle(simdjson::ondemand::object object, const std::string& where, TokenDataset* rows) {
     ++summary_->records_read;
     DF_ASSIGN_OR_RAISE(const char* skip, ParseRecord(object, where, vocab_size_, &record_));
+    bool truncated = false;
     if (skip == nullptr && static_cast<int64_t>(record_.ids.size()) > options_.seq_length) {
       record_.ids.resize(options_.seq_length);
       record_.mask.resize(options_.seq_length);
-      ++summary_->truncated_rows;
+      truncated = true;
     }
     if (skip == nullptr &&
         std::find(record_.mask.begin(), record_.mask.end(), 1) == record_.mask.end()) {
@@ -237,6 +257,7 @@ class SourceReader {
       return Status::OK();
     }
     rows->AppendRow(record_.ids, record_.mask);
+    truncated_.push_back(truncated ? 1 : 0);
     return Status::OK();
   }
 
@@ -245,6 +266,7 @@ class SourceReader {
   PrepareSummary* summary_;
   ProgressBar* progress_;  // null when progress is off
   PreparedRecord record_;
+  std::vector<uint8_t> truncated_;
 };
 
 bool HasArrowFiles(const std::string& dir) {
@@ -277,7 +299,8 @@ std::vector<int64_t> ShuffledIndices(int64_t n, uint64_t seed) {
 
 std::string PrepareSummary::ToString() const {
   std::string text = fmt::format(
-      "read {} records; kept {} rows with {} tokens ({} trainable); {} rows truncated",
+      "read {} records; kept {} rows with {} tokens ({} trainable), {} of the kept rows "
+      "truncated to --seq-length",
       records_read, rows_kept, tokens, trainable_tokens, truncated_rows);
   int64_t skipped_total = 0;
   for (const auto& [reason, count] : skipped) skipped_total += count;
@@ -309,7 +332,7 @@ Result<PrepareSummary> RunPrepare(const PrepareOptions& options) {
 
   TokenDataset dataset;
   std::unique_ptr<ProgressBar> progress;
-  if (options.show_progress) progress = std::make_unique<ProgressBar>("prepare", 0, "records");
+  if (options.show_progress) progress = std::make_unique<ProgressBar>("prepare", 0, "records", "read");
   SourceReader reader(options, vocab_size, &summary, progress.get());
   for (const auto& path : options.data_files) {
     TokenDataset rows;
@@ -321,6 +344,7 @@ Result<PrepareSummary> RunPrepare(const PrepareOptions& options) {
     for (int64_t row : order) {
       if (options.max_samples && dataset.num_rows() >= *options.max_samples) break;
       dataset.AppendRow(rows.input_ids(row), rows.loss_mask(row));
+      summary.truncated_rows += reader.truncated()[row];
     }
   }
   if (progress) progress->Finish();

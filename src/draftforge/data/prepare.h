@@ -54,7 +54,7 @@ struct PrepareSummary {
   int64_t rows_kept = 0;
   int64_t tokens = 0;
   int64_t trainable_tokens = 0;
-  int64_t truncated_rows = 0;
+  int64_t truncated_rows = 0;  // kept rows that were cut to seq_length
   std::map<std::string, int64_t> skipped;  // reason -> count
   std::string token_freq_path;
   bool token_freq_written = false;  // false when the file existed already

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <set>
 
 #include "draftforge/hidden_states/hs_file.h"
@@ -19,6 +20,98 @@ namespace fs = std::filesystem;
 
 std::string FilePath(const std::string& dir, int64_t row) {
   return (fs::path(dir) / HiddenStatesFileName(row)).string();
+}
+
+// Capture settings of the hs files in an output directory, as stored in the
+// settings file.
+struct CaptureSettings {
+  std::string model_dir;  // absolute
+  std::vector<int64_t> layer_ids;
+  std::string dtype;  // "float32", "bfloat16" or "float16"
+
+  bool operator==(const CaptureSettings&) const = default;
+
+  std::string ToString() const {
+    return fmt::format("model {}, layer ids [{}], dtype {}", model_dir, fmt::join(layer_ids, ", "),
+                       dtype);
+  }
+};
+
+std::string DtypeName(torch::Dtype dtype) {
+  if (dtype == torch::kBFloat16) return "bfloat16";
+  if (dtype == torch::kFloat16) return "float16";
+  if (dtype == torch::kFloat32) return "float32";
+  return std::string(c10::toString(dtype));
+}
+
+Result<CaptureSettings> ReadSettingsFile(const std::string& path) {
+  DF_ASSIGN_OR_RAISE(std::string text, ReadFileToString(path));
+  CaptureSettings settings;
+  try {
+    nlohmann::json json = nlohmann::json::parse(text);
+    settings.model_dir = json.at("model").get<std::string>();
+    settings.layer_ids = json.at("layer_ids").get<std::vector<int64_t>>();
+    settings.dtype = json.at("dtype").get<std::string>();
+  } catch (const nlohmann::json::exception& error) {
+    return Status::Invalid("{} is not a valid settings file ({}); delete it if the hidden-states "
+                           "files next to it match this run",
+                           path, error.what());
+  }
+  return settings;
+}
+
+// Fails when OUTPUT/draftforge_generate.json records other settings than
+// `current`. Writes the file when it is absent and the directory has no hs
+// files yet. When hs files exist without it (output of vLLM or of an older
+// draftforge), their settings are unknown, so nothing is checked or written.
+Status CheckOrWriteSettings(const std::string& output_dir, const CaptureSettings& current,
+                            bool has_existing_files) {
+  const std::string path = (fs::path(output_dir) / kGenerateSettingsFileName).string();
+  std::error_code error;
+  if (fs::exists(path, error)) {
+    DF_ASSIGN_OR_RAISE(CaptureSettings stored, ReadSettingsFile(path));
+    if (stored == current) return Status::OK();
+    return Status::Invalid(
+        "{} contains hidden states generated with {}, but this run requests {}; mixing them "
+        "would give the draft inconsistent inputs. Pass another --output, or delete {} to "
+        "regenerate everything with the new settings",
+        output_dir, stored.ToString(), current.ToString(), output_dir);
+  }
+  if (has_existing_files) {
+    spdlog::info("{} has hidden-states files but no {}; their model, layer ids and dtype cannot "
+                 "be checked against this run",
+                 output_dir, kGenerateSettingsFileName);
+    return Status::OK();
+  }
+  nlohmann::ordered_json json;
+  json["model"] = current.model_dir;
+  json["layer_ids"] = current.layer_ids;
+  json["dtype"] = current.dtype;
+  return WriteFileAtomic(path, json.dump(2) + "\n");
+}
+
+// Fails when `stored` (the hidden states after the cast to the stored dtype)
+// has NaN or Inf. `computed` is the model's output before the cast, so a
+// finite `computed` means the cast overflowed, not the model.
+Status CheckFiniteHiddenStates(const torch::Tensor& stored, const torch::Tensor& computed,
+                               int64_t row, const std::vector<int64_t>& layer_ids,
+                               const std::string& model_dir) {
+  torch::Tensor bad = torch::logical_not(torch::isfinite(stored));
+  if (!bad.any().item<bool>()) return Status::OK();
+  torch::Tensor first = bad.nonzero()[0];  // [3]: token, slot, feature
+  const int64_t token = first[0].item<int64_t>();
+  const int64_t layer_id = layer_ids[first[1].item<int64_t>()];
+  const int64_t count = bad.sum().item<int64_t>();
+  if (torch::isfinite(computed).all().item<bool>()) {
+    return Status::Invalid("dataset row {}: {} hidden-state values overflow the stored dtype {} "
+                           "(the first at token {}, layer id {}); no file was written. Pass "
+                           "--hidden-states-dtype bfloat16 or float32",
+                           row, count, DtypeName(stored.scalar_type()), token, layer_id);
+  }
+  return Status::Invalid("dataset row {}: the model produced {} non-finite values (NaN or Inf) in "
+                         "the hidden states, the first at token {}, layer id {}; no file was "
+                         "written. Regenerating will not help: check the weights in {}",
+                         row, count, token, layer_id, model_dir);
 }
 
 // Validates the existing files of dataset rows and returns those that pass;
@@ -87,6 +180,11 @@ Result<GenerateSummary> GenerateHiddenStates(const data::TokenDataset& dataset,
   if (options.max_samples && *options.max_samples < 0) {
     return Status::Invalid("max samples {} is negative; pass a count >= 0", *options.max_samples);
   }
+  if (options.start_index > 0 && options.start_index >= dataset.num_rows()) {
+    return Status::Invalid("--start-idx {} is past the last dataset row {} (the dataset has {} "
+                           "rows); pass a smaller --start-idx",
+                           options.start_index, dataset.num_rows() - 1, dataset.num_rows());
+  }
   DF_RETURN_NOT_OK(CreateDirectories(options.output_dir));
 
   GenerateSummary summary;
@@ -95,6 +193,13 @@ Result<GenerateSummary> GenerateHiddenStates(const data::TokenDataset& dataset,
   shape_expectation.hidden_size = model.config().hidden_size;
 
   DF_ASSIGN_OR_RAISE(std::vector<int64_t> existing, ListHiddenStatesFiles(options.output_dir));
+  CaptureSettings settings;
+  std::error_code error;
+  settings.model_dir = fs::weakly_canonical(model.model_dir(), error).string();
+  if (error) settings.model_dir = fs::absolute(model.model_dir()).string();
+  settings.layer_ids = layer_ids;
+  settings.dtype = DtypeName(options.dtype);
+  DF_RETURN_NOT_OK(CheckOrWriteSettings(options.output_dir, settings, !existing.empty()));
   if (options.validate_outputs) {
     existing = KeepValidExisting(dataset, existing, shape_expectation, options.output_dir,
                                  summary.invalid_existing);
@@ -121,6 +226,8 @@ Result<GenerateSummary> GenerateHiddenStates(const data::TokenDataset& dataset,
     auto forward = model.Forward(ids, layer_ids);
     if (!forward.ok()) return forward.status().WithContext(fmt::format("dataset row {}", row));
     torch::Tensor hidden = forward->hidden_states.to(options.dtype);  // [T, L, H]
+    DF_RETURN_NOT_OK(CheckFiniteHiddenStates(hidden, forward->hidden_states, row, layer_ids,
+                                             model.model_dir()));
 
     const std::string path = FilePath(options.output_dir, row);
     DF_RETURN_NOT_OK(WriteHiddenStatesFile(path, ids, hidden));

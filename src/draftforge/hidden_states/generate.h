@@ -6,6 +6,11 @@
 // OUTPUT/hs_{i}.safetensors (see hs_file.h). The run is resumable: files
 // already present are skipped, and each file appears under its final name
 // only once complete.
+//
+// The run also keeps OUTPUT/draftforge_generate.json with the model directory,
+// layer ids and dtype it captured, because the hs files have no room for them
+// (vLLM writes no metadata). A later run with other settings fails instead of
+// mixing files from both.
 #pragma once
 
 #include <torch/torch.h>
@@ -20,6 +25,9 @@
 #include "draftforge/util/status.h"
 
 namespace draftforge::hidden_states {
+
+// Name of the settings file in the output directory.
+inline constexpr const char* kGenerateSettingsFileName = "draftforge_generate.json";
 
 struct GenerateOptions {
   std::string output_dir;
@@ -53,7 +61,11 @@ std::vector<int64_t> SelectRowsToGenerate(int64_t num_rows, const std::vector<in
 Result<std::vector<int64_t>> ListHiddenStatesFiles(const std::string& dir);
 
 // Generates the missing files for `dataset` with `model`. Stops at the first
-// failed row (the files written so far stay, so a rerun resumes).
+// failed row (the files written so far stay, so a rerun resumes). Invalid,
+// before any file is written, when the settings file disagrees with the
+// model directory, layer ids or dtype of this run, and when start_index is
+// past the last row. A row whose hidden states contain NaN or Inf fails the
+// run without writing its file.
 Result<GenerateSummary> GenerateHiddenStates(const data::TokenDataset& dataset,
                                              const engine::LlamaModel& model,
                                              const GenerateOptions& options);

@@ -8,9 +8,11 @@
 
 namespace draftforge {
 
-ProgressBar::ProgressBar(std::string label, int64_t total, std::string unit)
+ProgressBar::ProgressBar(std::string label, int64_t total, std::string unit,
+                         std::string bytes_verb)
     : label_(std::move(label)),
       unit_(std::move(unit)),
+      bytes_verb_(std::move(bytes_verb)),
       total_(total),
       is_tty_(::isatty(STDERR_FILENO) == 1),
       start_(std::chrono::steady_clock::now()),
@@ -60,7 +62,7 @@ void ProgressBar::DrawLocked(bool final_draw) {
   }
   std::string rates = fmt::format("{:.1f} {}/s", done_ / seconds, unit_);
   if (tokens_ > 0) rates += fmt::format(", {:.0f} tokens/s", tokens_ / seconds);
-  if (bytes_ > 0) rates += fmt::format(", {:.2f} GB written", bytes_ / 1e9);
+  if (bytes_ > 0) rates += fmt::format(", {:.2f} GB {}", bytes_ / 1e9, bytes_verb_);
   std::string line = fmt::format("{} {} | {} | {:.0f}s{}{}", label_, bar, rates, seconds,
                                  suffix_.empty() ? "" : " | ", suffix_);
   if (is_tty_) {

@@ -14,7 +14,10 @@ namespace draftforge {
 class ProgressBar {
  public:
   // `total` of 0 means unknown. `unit` names what is counted ("samples").
-  ProgressBar(std::string label, int64_t total, std::string unit);
+  // `bytes_verb` follows the byte count in the line, as in "1.20 GB written"
+  // or "1.20 GB read".
+  ProgressBar(std::string label, int64_t total, std::string unit,
+              std::string bytes_verb = "written");
   ~ProgressBar();
 
   // Adds `count` items and `tokens` tokens; thread-safe.
@@ -32,6 +35,7 @@ class ProgressBar {
 
   std::string label_;
   std::string unit_;
+  std::string bytes_verb_;
   std::string suffix_;
   int64_t total_;
   int64_t done_ = 0;
