@@ -4,9 +4,14 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -259,6 +264,294 @@ TEST(TrainCli, RejectsRepeatedLayerIds) {
                             (dir.path() / "ckpt").string()});
   EXPECT_NE(run.exit_code, 0);
   EXPECT_NE(run.output.find("--layer-ids"), std::string::npos) << run.output;
+}
+
+// Returns TrainArgs plus `extra` for the golden dataset in `dir`. A flag of
+// `extra` that TrainArgs already sets replaces the value there, since
+// the command rejects repeated options.
+std::vector<std::string> TrainArgsWith(const fs::path& model, const TempDir& dir, int64_t epochs,
+                                       const std::vector<std::string>& extra) {
+  auto args = TrainArgs(model, dir, epochs);
+  for (size_t i = 0; i < extra.size(); ++i) {
+    auto it = std::find(args.begin(), args.end(), extra[i]);
+    if (it != args.end() && i + 1 < extra.size()) {
+      *(it + 1) = extra[++i];
+    } else {
+      args.push_back(extra[i]);
+    }
+  }
+  return args;
+}
+
+testing::CommandOutput RunTrain(const fs::path& model, const TempDir& dir, int64_t epochs,
+                                const std::vector<std::string>& extra = {}) {
+  return RunDraftforge(TrainArgsWith(model, dir, epochs, extra));
+}
+
+bool Contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+TEST(TrainCli, EpochWithoutSamplesFails) {
+  DF_REQUIRE_SHARED(model, "models/stories260k");
+  DF_REQUIRE_SHARED(golden, "data/stories260k/golden_hs");
+  DF_REQUIRE_SHARED(jsonl, "data/stories260k/train.jsonl");
+  TempDir dir;
+  WriteGoldenDataset(golden, jsonl, dir.path() / "data");
+  fs::remove_all(dir.path() / "data" / "hidden_states");
+  fs::create_directories(dir.path() / "data" / "hidden_states");
+
+  auto run = RunTrain(model, dir, 1, {"--on-missing", "skip"});
+  EXPECT_EQ(run.exit_code, 1) << run.output;
+  EXPECT_TRUE(Contains(run.output, "no usable training sample")) << run.output;
+  EXPECT_TRUE(Contains(run.output, "all 7 training rows were skipped")) << run.output;
+  EXPECT_TRUE(Contains(run.output, "draftforge generate")) << run.output;
+  EXPECT_FALSE(fs::exists(dir.path() / "ckpt" / "0"));
+}
+
+TEST(TrainCli, ValidationWithoutSamplesIsNeverBest) {
+  DF_REQUIRE_SHARED(model, "models/stories260k");
+  DF_REQUIRE_SHARED(golden, "data/stories260k/golden_hs");
+  DF_REQUIRE_SHARED(jsonl, "data/stories260k/train.jsonl");
+  TempDir dir;
+  WriteGoldenDataset(golden, jsonl, dir.path() / "data");
+  fs::remove(dir.path() / "data" / "hidden_states" / "hs_7.safetensors");  // the only validation row
+
+  auto run = RunTrain(model, dir, 1);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_TRUE(Contains(run.output, "validation had no usable sample")) << run.output;
+  nlohmann::json state = ReadJson(dir.path() / "ckpt" / "0" / "training_state.json");
+  EXPECT_TRUE(state["best_val_loss"].is_null()) << state.dump();
+  EXPECT_FALSE(fs::is_symlink(dir.path() / "ckpt" / "checkpoint_best"));
+}
+
+TEST(TrainCli, DivergedLossStopsWithError) {
+  DF_REQUIRE_SHARED(model, "models/stories260k");
+  DF_REQUIRE_SHARED(golden, "data/stories260k/golden_hs");
+  DF_REQUIRE_SHARED(jsonl, "data/stories260k/train.jsonl");
+  TempDir dir;
+  WriteGoldenDataset(golden, jsonl, dir.path() / "data");
+
+  auto run = RunTrain(model, dir, 1, {"--lr", "1e30", "--total-seq-len", "256", "--scheduler-type", "none"});
+  EXPECT_EQ(run.exit_code, 1) << run.output;
+  EXPECT_TRUE(Contains(run.output, "training loss is")) << run.output;
+  EXPECT_TRUE(Contains(run.output, "lower --lr")) << run.output;
+  EXPECT_FALSE(fs::exists(dir.path() / "ckpt" / "0"));
+  EXPECT_FALSE(fs::is_symlink(dir.path() / "ckpt" / "checkpoint_best"));
+}
+
+TEST(TrainCli, RejectsInvalidNumericFlags) {
+  DF_REQUIRE_SHARED(model, "models/stories260k");
+  TempDir dir;
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--lr", "-1"},
+      {"--lr", "nan"},
+      {"--epochs", "0"},
+      {"--draft-vocab-size", "0"},
+      {"--draft-vocab-size", "513"},
+      {"--noise-std", "nan"},
+  };  // the other flags and values: TrainOptions.ValidateRejectsOutOfRangeValues
+  for (const auto& [flag, value] : cases) {
+    auto run = RunTrain(model, dir, 1, {flag, value});
+    EXPECT_EQ(run.exit_code, 1) << flag << " " << value << ":\n" << run.output;
+    EXPECT_TRUE(Contains(run.output, "Invalid")) << flag << " " << value << ":\n" << run.output;
+    EXPECT_TRUE(Contains(run.output, flag)) << flag << " " << value << ":\n" << run.output;
+    EXPECT_FALSE(Contains(run.output, "c10::Error")) << run.output;
+  }
+}
+
+TEST(TrainCli, DraftVocabEqualToVerifierMeansNoMapping) {
+  DF_REQUIRE_SHARED(model, "models/stories260k");
+  DF_REQUIRE_SHARED(golden, "data/stories260k/golden_hs");
+  DF_REQUIRE_SHARED(jsonl, "data/stories260k/train.jsonl");
+  TempDir dir;
+  WriteGoldenDataset(golden, jsonl, dir.path() / "data");
+
+  auto run = RunTrain(model, dir, 1, {"--draft-vocab-size", "512", "--max-steps", "1"});
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_TRUE(Contains(run.output, "without a vocabulary mapping")) << run.output;
+  EXPECT_FALSE(fs::exists(dir.path() / "data" / "d2t.npy"));
+  EXPECT_FALSE(fs::exists(dir.path() / "data" / "t2d.npy"));
+
+  // A cached mapping of another size conflicts with --draft-vocab-size 512.
+  std::map<int64_t, int64_t> counts;
+  for (int64_t id = 0; id < 300; ++id) counts[id] = 300 - id;
+  auto mapping = data::BuildVocabMapping(counts, 256, 512);
+  ASSERT_TRUE(mapping.ok()) << mapping.status().ToString();
+  fs::path d2t = fs::absolute(dir.path() / "data" / "d2t.npy");
+  ASSERT_TRUE(data::SaveVocabMapping(*mapping, d2t.string(), (dir.path() / "data" / "t2d.npy").string()).ok());
+  auto stale = RunTrain(model, dir, 1, {"--draft-vocab-size", "512", "--no-resume-from-checkpoint"});
+  EXPECT_EQ(stale.exit_code, 1) << stale.output;
+  EXPECT_TRUE(Contains(stale.output, d2t.lexically_normal().string())) << stale.output;
+  EXPECT_TRUE(Contains(stale.output, "delete")) << stale.output;
+}
+
+TEST(TrainCli, NoResumeRemovesOldEpochsOnly) {
+  DF_REQUIRE_SHARED(model, "models/stories260k");
+  DF_REQUIRE_SHARED(golden, "data/stories260k/golden_hs");
+  DF_REQUIRE_SHARED(jsonl, "data/stories260k/train.jsonl");
+  TempDir dir;
+  WriteGoldenDataset(golden, jsonl, dir.path() / "data");
+  fs::path ckpt = dir.path() / "ckpt";
+  fs::create_directories(ckpt / "5");
+  fs::create_directories(ckpt / "notes");
+  std::ofstream(ckpt / "readme.txt") << "user file\n";
+  fs::create_directory_symlink("5", ckpt / "checkpoint_best");
+
+  auto run = RunTrain(model, dir, 1, {"--no-resume-from-checkpoint", "--max-steps", "1"});
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_TRUE(Contains(run.output, "removed checkpoint " + (ckpt / "5").string())) << run.output;
+  EXPECT_FALSE(fs::exists(ckpt / "5"));
+  EXPECT_TRUE(fs::exists(ckpt / "notes"));
+  EXPECT_TRUE(fs::exists(ckpt / "readme.txt"));
+  EXPECT_FALSE(fs::is_symlink(ckpt / "checkpoint_best") &&
+               fs::read_symlink(ckpt / "checkpoint_best").string() == "5");
+}
+
+TEST(TrainCli, RejectsUnwritableOutputDirectories) {
+  DF_REQUIRE_SHARED(model, "models/stories260k");
+  DF_REQUIRE_SHARED(golden, "data/stories260k/golden_hs");
+  DF_REQUIRE_SHARED(jsonl, "data/stories260k/train.jsonl");
+  TempDir dir;
+  WriteGoldenDataset(golden, jsonl, dir.path() / "data");
+  fs::path regular_file = dir.path() / "file";
+  std::ofstream(regular_file) << "x";
+
+  auto save = RunTrain(model, dir, 1, {"--save-path", regular_file.string()});
+  EXPECT_EQ(save.exit_code, 1) << save.output;
+  EXPECT_TRUE(Contains(save.output, "--save-path " + regular_file.string())) << save.output;
+  EXPECT_TRUE(Contains(save.output, "not a directory")) << save.output;
+  EXPECT_FALSE(Contains(save.output, "train epoch")) << save.output;
+
+  auto log = RunTrain(model, dir, 1, {"--log-dir", "/proc/nope"});
+  EXPECT_EQ(log.exit_code, 1) << log.output;
+  EXPECT_TRUE(Contains(log.output, "--log-dir /proc/nope")) << log.output;
+  EXPECT_FALSE(Contains(log.output, "train epoch")) << log.output;
+}
+
+TEST(TrainCli, MaxStepsMidEpochResumesRest) {
+  DF_REQUIRE_SHARED(model, "models/stories260k");
+  DF_REQUIRE_SHARED(golden, "data/stories260k/golden_hs");
+  DF_REQUIRE_SHARED(jsonl, "data/stories260k/train.jsonl");
+  TempDir dir;
+  WriteGoldenDataset(golden, jsonl, dir.path() / "data");
+  const std::vector<std::string> short_rows = {"--total-seq-len", "256"};
+
+  auto full = RunTrain(model, dir, 1, {"--total-seq-len", "256", "--save-path", (dir.path() / "full").string()});
+  ASSERT_EQ(full.exit_code, 0) << full.output;
+  int64_t epoch_steps = ReadJson(dir.path() / "full" / "0" / "training_state.json")["global_step"].get<int64_t>();
+  ASSERT_GE(epoch_steps, 2);
+
+  auto first = RunTrain(model, dir, 1, {"--total-seq-len", "256", "--max-steps", "1"});
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  EXPECT_TRUE(Contains(first.output, "stopped after --max-steps 1 in the middle of epoch 0")) << first.output;
+  nlohmann::json partial = ReadJson(dir.path() / "ckpt" / "0" / "training_state.json");
+  EXPECT_EQ(partial["epoch_complete"], false);
+  EXPECT_EQ(partial["batches_done"], 1);
+
+  auto second = RunTrain(model, dir, 1, short_rows);
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  EXPECT_TRUE(Contains(second.output, "training the rest of epoch 0")) << second.output;
+  nlohmann::json done = ReadJson(dir.path() / "ckpt" / "0" / "training_state.json");
+  EXPECT_EQ(done["epoch_complete"], true);
+  EXPECT_EQ(done["global_step"].get<int64_t>(), epoch_steps);
+
+  auto third = RunTrain(model, dir, 1, short_rows);
+  ASSERT_EQ(third.exit_code, 0) << third.output;
+  EXPECT_TRUE(Contains(third.output, "training is already complete")) << third.output;
+  EXPECT_FALSE(Contains(third.output, "train epoch")) << third.output;
+}
+
+TEST(TrainCli, ResumeRejectsOtherConfiguration) {
+  DF_REQUIRE_SHARED(model, "models/stories260k");
+  DF_REQUIRE_SHARED(golden, "data/stories260k/golden_hs");
+  DF_REQUIRE_SHARED(jsonl, "data/stories260k/train.jsonl");
+  TempDir dir;
+  WriteGoldenDataset(golden, jsonl, dir.path() / "data");
+  auto first = RunTrain(model, dir, 1, {"--max-steps", "1"});
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+
+  std::map<int64_t, int64_t> counts;
+  for (int64_t id = 0; id < 300; ++id) counts[id] = 300 - id;
+  auto mapping = data::BuildVocabMapping(counts, 256, 512);
+  ASSERT_TRUE(mapping.ok());
+  std::string d2t = (dir.path() / "d2t.npy").string();
+  std::string t2d = (dir.path() / "t2d.npy").string();
+  ASSERT_TRUE(data::SaveVocabMapping(*mapping, d2t, t2d).ok());
+  auto other = RunTrain(model, dir, 2, {"--d2t-path", d2t, "--t2d-path", t2d});
+  EXPECT_EQ(other.exit_code, 1) << other.output;
+  EXPECT_TRUE(Contains(other.output, "different configuration")) << other.output;
+  EXPECT_TRUE(Contains(other.output, "lm_head.weight")) << other.output;
+  EXPECT_TRUE(Contains(other.output, "--no-resume-from-checkpoint")) << other.output;
+  EXPECT_FALSE(Contains(other.output, "Corrupt")) << other.output;
+
+  // An epoch folder without training_state.json, as speculators writes it.
+  fs::path foreign = dir.path() / "ckpt" / "7";
+  fs::create_directories(foreign);
+  std::ofstream(foreign / "config.json") << "{}\n";
+  auto speculators = RunTrain(model, dir, 9);
+  EXPECT_EQ(speculators.exit_code, 1) << speculators.output;
+  EXPECT_TRUE(Contains(speculators.output, "has no training_state.json")) << speculators.output;
+  EXPECT_TRUE(Contains(speculators.output, "--no-resume-from-checkpoint")) << speculators.output;
+}
+
+TEST(TrainCli, SameSeedIgnoresNumWorkers) {
+  DF_REQUIRE_SHARED(model, "models/stories260k");
+  DF_REQUIRE_SHARED(golden, "data/stories260k/golden_hs");
+  DF_REQUIRE_SHARED(jsonl, "data/stories260k/train.jsonl");
+  TempDir dir;
+  WriteGoldenDataset(golden, jsonl, dir.path() / "data");
+  auto serial = RunTrain(model, dir, 1, {"--save-path", (dir.path() / "serial").string(), "--num-workers", "0",
+                                         "--total-seq-len", "256", "--noise-std", "0.5"});
+  ASSERT_EQ(serial.exit_code, 0) << serial.output;
+  auto threaded = RunTrain(model, dir, 1, {"--save-path", (dir.path() / "threaded").string(), "--num-workers",
+                                           "3", "--total-seq-len", "256", "--noise-std", "0.5"});
+  ASSERT_EQ(threaded.exit_code, 0) << threaded.output;
+  auto read_bytes = [](const fs::path& path) {
+    std::ifstream stream(path, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(stream)), std::istreambuf_iterator<char>());
+  };
+  std::string serial_bytes = read_bytes(dir.path() / "serial" / "0" / "model.safetensors");
+  ASSERT_FALSE(serial_bytes.empty());
+  EXPECT_TRUE(serial_bytes == read_bytes(dir.path() / "threaded" / "0" / "model.safetensors"))
+      << "--num-workers 0 and 3 trained different weights";
+}
+
+TEST(TrainCli, LogsUnsavedFinalEpoch) {
+  DF_REQUIRE_SHARED(model, "models/stories260k");
+  DF_REQUIRE_SHARED(golden, "data/stories260k/golden_hs");
+  DF_REQUIRE_SHARED(jsonl, "data/stories260k/train.jsonl");
+  TempDir dir;
+  WriteGoldenDataset(golden, jsonl, dir.path() / "data");
+  auto run = RunTrain(model, dir, 2, {"--checkpoint-freq", "3"});
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_TRUE(Contains(run.output, "the final epoch 1 was not saved")) << run.output;
+  EXPECT_FALSE(fs::exists(dir.path() / "ckpt" / "1"));
+}
+
+TEST(TrainCli, InterruptSavesPartialEpoch) {
+  DF_REQUIRE_SHARED(model, "models/stories260k");
+  DF_REQUIRE_SHARED(golden, "data/stories260k/golden_hs");
+  DF_REQUIRE_SHARED(jsonl, "data/stories260k/train.jsonl");
+  TempDir dir;
+  WriteGoldenDataset(golden, jsonl, dir.path() / "data");
+  // Short rows give many batches per epoch, so the signal lands inside one.
+  std::string command = "'" + testing::DraftforgeBinary() + "'";
+  for (const auto& arg : TrainArgsWith(model, dir, 1000, {"--total-seq-len", "64"})) command += " '" + arg + "'";
+  fs::path metrics = dir.path() / "logs" / "metrics.jsonl";
+  fs::path output = dir.path() / "output.txt";
+  std::string script = command + " > '" + output.string() + "' 2>&1 & pid=$!; i=0; while [ ! -s '" +
+                       metrics.string() + "' ] && kill -0 $pid && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; kill -INT $pid; "
+                       "wait $pid";
+  int status = std::system(script.c_str());
+  std::ifstream stream(output);
+  std::string text((std::istreambuf_iterator<char>(stream)), std::istreambuf_iterator<char>());
+  ASSERT_TRUE(WIFEXITED(status)) << text;
+  EXPECT_EQ(WEXITSTATUS(status), 1) << text;
+  EXPECT_TRUE(Contains(text, "interrupted by SIGINT")) << text;
+  std::optional<int64_t> epoch;
+  for (const auto& entry : fs::directory_iterator(dir.path() / "ckpt")) {
+    if (entry.path().filename() != "checkpoint_best") epoch = std::stoll(entry.path().filename().string());
+  }
+  ASSERT_TRUE(epoch.has_value()) << text;
 }
 
 }  // namespace

@@ -4,8 +4,13 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <functional>
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
@@ -13,10 +18,12 @@
 #include "draftforge/data/vocab_mapping.h"
 #include "draftforge/train/attention.h"
 #include "draftforge/train/batch.h"
+#include "draftforge/train/batch_loader.h"
 #include "draftforge/train/checkpoint.h"
 #include "draftforge/train/rotary.h"
 #include "draftforge/train/sampler.h"
 #include "draftforge/train/schedule.h"
+#include "draftforge/train/trainer.h"
 #include "draftforge/train/ttt.h"
 #include "test_support.h"
 
@@ -303,19 +310,104 @@ TEST(CheckpointCadence, UpstreamExamples) {
   EXPECT_TRUE(DecideCheckpoint(3, 1, true, std::nullopt, 0.8).save) << "no validation: frequency rule";
 }
 
+TEST(CheckpointCadence, NonFiniteLossNeverBest) {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  EXPECT_FALSE(DecideCheckpoint(0, 1, false, nan, std::nullopt).update_best);
+  EXPECT_TRUE(DecideCheckpoint(0, 1, false, nan, std::nullopt).save) << "epoch 0 is saved by the frequency rule";
+  EXPECT_FALSE(DecideCheckpoint(2, 1, false, nan, 0.5).update_best);
+  EXPECT_FALSE(DecideCheckpoint(2, 1, true, nan, 0.5).save);
+  EXPECT_FALSE(DecideCheckpoint(2, 1, true, std::numeric_limits<double>::infinity(), std::nullopt).update_best);
+  EXPECT_TRUE(DecideCheckpoint(3, 1, false, 0.9, std::nullopt).update_best);
+}
+
 TEST(CheckpointFiles, BestLinkAndPruning) {
   testing::TempDir dir;
   for (const char* name : {"0", "1", "3", "notes"}) std::filesystem::create_directories(dir.path() / name);
+  std::ofstream(dir.path() / "7") << "a file with an epoch-like name\n";
   EXPECT_EQ(FindLastEpoch(dir.str()), 3);
   ASSERT_TRUE(UpdateBestLink(dir.str(), 1).ok());
   ASSERT_TRUE(UpdateBestLink(dir.str(), 3).ok());
   EXPECT_EQ(std::filesystem::read_symlink(dir.path() / "checkpoint_best").string(), "3");
-  ASSERT_TRUE(RemoveOtherEntries(dir.str(), 3).ok());
+  ASSERT_TRUE(RemoveOtherEpochs(dir.str(), 3).ok());
   EXPECT_FALSE(std::filesystem::exists(dir.path() / "0"));
-  EXPECT_FALSE(std::filesystem::exists(dir.path() / "notes"));
+  EXPECT_FALSE(std::filesystem::exists(dir.path() / "1"));
+  EXPECT_TRUE(std::filesystem::exists(dir.path() / "notes")) << "not an epoch directory";
+  EXPECT_TRUE(std::filesystem::exists(dir.path() / "7")) << "a regular file, not an epoch directory";
   EXPECT_TRUE(std::filesystem::exists(dir.path() / "3"));
+  EXPECT_TRUE(std::filesystem::is_symlink(dir.path() / "checkpoint_best"));
   EXPECT_EQ(FindLastEpoch(dir.str()), 3);
   EXPECT_EQ(FindLastEpoch((dir.path() / "absent").string()), std::nullopt);
+}
+
+TEST(CheckpointFiles, RemoveAllEpochsKeepsOtherEntries) {
+  testing::TempDir dir;
+  for (const char* name : {"0", "12", "notes"}) std::filesystem::create_directories(dir.path() / name);
+  std::ofstream(dir.path() / "readme.txt") << "user file\n";
+  ASSERT_TRUE(UpdateBestLink(dir.str(), 12).ok());
+  ASSERT_TRUE(RemoveAllEpochs(dir.str()).ok());
+  EXPECT_FALSE(std::filesystem::exists(dir.path() / "0"));
+  EXPECT_FALSE(std::filesystem::exists(dir.path() / "12"));
+  EXPECT_FALSE(std::filesystem::is_symlink(dir.path() / "checkpoint_best"));
+  EXPECT_TRUE(std::filesystem::exists(dir.path() / "notes"));
+  EXPECT_TRUE(std::filesystem::exists(dir.path() / "readme.txt"));
+  EXPECT_EQ(FindLastEpoch(dir.str()), std::nullopt);
+  EXPECT_TRUE(RemoveAllEpochs((dir.path() / "absent").string()).ok());
+}
+
+TEST(TrainOptions, ValidateRejectsOutOfRangeValues) {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const double inf = std::numeric_limits<double>::infinity();
+  struct Case {
+    std::string flag;
+    std::function<void(TrainOptions&)> set;
+  };
+  const std::vector<Case> cases = {
+      {"--epochs", [](TrainOptions& o) { o.epochs = 0; }},
+      {"--lr", [](TrainOptions& o) { o.lr = -1; }},
+      {"--lr", [&](TrainOptions& o) { o.lr = nan; }},
+      {"--lr", [&](TrainOptions& o) { o.lr = inf; }},
+      {"--total-seq-len", [](TrainOptions& o) { o.total_seq_len = 1; }},
+      {"--ttt-steps", [](TrainOptions& o) { o.ttt_steps = 0; }},
+      {"--ttt-step-loss-decay", [&](TrainOptions& o) { o.ttt_step_loss_decay = nan; }},
+      {"--draft-vocab-size", [](TrainOptions& o) { o.draft_vocab_size = 0; }},
+      {"--draft-vocab-size", [](TrainOptions& o) { o.draft_vocab_size = -3; }},
+      {"--num-layers", [](TrainOptions& o) { o.num_layers = 0; }},
+      {"--noise-std", [&](TrainOptions& o) { o.noise_std = nan; }},
+      {"--noise-std", [&](TrainOptions& o) { o.noise_std = inf; }},
+      {"--noise-std", [](TrainOptions& o) { o.noise_std = -1; }},
+      {"--checkpoint-freq", [](TrainOptions& o) { o.checkpoint_freq = 0; }},
+      {"--scheduler-warmup-steps", [](TrainOptions& o) { o.scheduler_warmup_steps = -1; }},
+      {"--scheduler-total-steps", [](TrainOptions& o) { o.scheduler_total_steps = 0; }},
+      {"--scheduler-num-cosine-cycles", [&](TrainOptions& o) { o.scheduler_num_cosine_cycles = nan; }},
+      {"--max-steps", [](TrainOptions& o) { o.max_steps = 0; }},
+      {"--num-workers", [](TrainOptions& o) { o.num_workers = -1; }},
+      {"--prefetch-factor", [](TrainOptions& o) { o.prefetch_factor = 0; }},
+  };
+  EXPECT_TRUE(ValidateTrainOptions(TrainOptions()).ok());
+  for (const auto& test_case : cases) {
+    TrainOptions options;
+    test_case.set(options);
+    Status status = ValidateTrainOptions(options);
+    ASSERT_FALSE(status.ok()) << test_case.flag;
+    EXPECT_EQ(status.code(), StatusCode::kInvalid) << status.ToString();
+    EXPECT_NE(status.message().find(test_case.flag), std::string::npos) << status.ToString();
+  }
+  TrainOptions zero_noise;
+  zero_noise.noise_std = 0;
+  zero_noise.scheduler_warmup_steps = 0;
+  EXPECT_TRUE(ValidateTrainOptions(zero_noise).ok());
+}
+
+TEST(Noise, SeededGeneratorIsReproducible) {
+  torch::Tensor a = torch::zeros({4, 6});
+  torch::Tensor b = torch::zeros({4, 6});
+  AddUniformNoise(a, 0.1, at::detail::createCPUGenerator(BatchNoiseSeed(42, 1, 3)));
+  torch::manual_seed(0);
+  AddUniformNoise(b, 0.1, at::detail::createCPUGenerator(BatchNoiseSeed(42, 1, 3)));
+  EXPECT_TRUE(torch::equal(a, b));
+  EXPECT_NE(BatchNoiseSeed(42, 1, 3), BatchNoiseSeed(42, 1, 4));
+  EXPECT_NE(BatchNoiseSeed(42, 1, 3), BatchNoiseSeed(42, 2, 3));
+  EXPECT_NE(BatchNoiseSeed(42, 1, 3), BatchNoiseSeed(43, 1, 3));
 }
 
 }  // namespace

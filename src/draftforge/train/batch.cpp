@@ -19,10 +19,11 @@ ShiftedSample ShiftSample(const torch::Tensor& input_ids, const torch::Tensor& l
   return sample;
 }
 
-void AddUniformNoise(torch::Tensor& features, double std) {
+void AddUniformNoise(torch::Tensor& features, double std, c10::optional<at::Generator> generator) {
   if (std == 0.0) return;
   // U ~ [0, 1) gives std * (2U - 1) in [-std, std).
-  features.add_(torch::rand_like(features).mul_(2.0).sub_(1.0).mul_(std));
+  torch::Tensor uniform = torch::rand(features.sizes(), generator, features.options());
+  features.add_(uniform.mul_(2.0).sub_(1.0).mul_(std));
 }
 
 int64_t PackedBatch::num_tokens() const {

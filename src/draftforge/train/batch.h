@@ -32,8 +32,9 @@ struct ShiftedSample {
 ShiftedSample ShiftSample(const torch::Tensor& input_ids, const torch::Tensor& loss_mask,
                           const torch::Tensor& hidden_states);
 
-// Adds uniform noise on [-std, std) to `features` in place (float32 or wider).
-void AddUniformNoise(torch::Tensor& features, double std);
+// Adds uniform noise on [-std, std) to `features` in place (float32 or wider),
+// drawn from `generator`, or from torch's global generator when it is empty.
+void AddUniformNoise(torch::Tensor& features, double std, c10::optional<at::Generator> generator = c10::nullopt);
 
 // One packed row of exactly L slots.
 struct PackedBatch {

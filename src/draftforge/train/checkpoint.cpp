@@ -1,5 +1,9 @@
 #include "draftforge/train/checkpoint.h"
 
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <cmath>
 #include <filesystem>
 #include <system_error>
 
@@ -30,6 +34,37 @@ Status SaveArchive(torch::serialize::OutputArchive& archive, const std::string& 
   std::error_code code;
   fs::rename(temporary, path, code);
   if (code) return Status::IOError("{}: rename from {} failed: {}", path, temporary, code.message());
+  return Status::OK();
+}
+
+// Epoch directories have names of 1 to 12 decimal digits.
+bool IsEpochName(const std::string& name) {
+  return !name.empty() && name.size() <= 12 && name.find_first_not_of("0123456789") == std::string::npos;
+}
+
+std::string ShapeString(const torch::Tensor& tensor) {
+  std::string text = "[";
+  for (int64_t i = 0; i < tensor.dim(); ++i) text += (i == 0 ? "" : ", ") + std::to_string(tensor.size(i));
+  return text + "]";
+}
+
+// Removes the epoch directories of `save_path` other than `keep` (all of them
+// when `keep` is empty).
+Status RemoveEpochDirectories(const std::string& save_path, const std::string& keep) {
+  std::error_code code;
+  if (!fs::is_directory(save_path, code)) return Status::OK();
+  std::vector<fs::path> doomed;
+  for (const auto& entry : fs::directory_iterator(save_path, code)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.is_symlink() || !entry.is_directory() || !IsEpochName(name) || name == keep) continue;
+    doomed.push_back(entry.path());
+  }
+  if (code) return Status::IOError("{}: cannot list: {}", save_path, code.message());
+  for (const auto& path : doomed) {
+    fs::remove_all(path, code);
+    if (code) return Status::IOError("{}: cannot remove: {}", path.string(), code.message());
+    spdlog::info("removed checkpoint {}", path.string());
+  }
   return Status::OK();
 }
 
@@ -106,6 +141,8 @@ Status SaveCheckpoint(const std::string& save_path, const Eagle3DraftModel& mode
   }
 
   nlohmann::json training = {{"epoch", state.epoch},
+                             {"epoch_complete", state.epoch_complete},
+                             {"batches_done", state.batches_done},
                              {"global_step", state.global_step},
                              {"schedule_step", state.schedule_step},
                              {"best_val_loss", OptionalNumber(state.best_val_loss)},
@@ -123,7 +160,7 @@ std::optional<int64_t> FindLastEpoch(const std::string& save_path) {
   for (const auto& entry : fs::directory_iterator(save_path, code)) {
     if (entry.is_symlink() || !entry.is_directory()) continue;
     const std::string name = entry.path().filename().string();
-    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos || name.size() > 12) continue;
+    if (!IsEpochName(name)) continue;
     int64_t epoch = std::stoll(name);
     if (!last || epoch > *last) last = epoch;
   }
@@ -133,33 +170,54 @@ std::optional<int64_t> FindLastEpoch(const std::string& save_path) {
 Result<TrainingState> LoadCheckpoint(const std::string& save_path, int64_t epoch, Eagle3DraftModel& model,
                                      torch::optim::Optimizer& optimizer) {
   std::string dir = EpochDir(save_path, epoch);
+  std::error_code code;
+  if (!fs::exists(dir + "/" + kStateFile, code)) {
+    return Status::NotFound(
+        "{} has no {}, so draftforge train did not write it (speculators, for one, writes no such file) and "
+        "cannot resume from it; pass --no-resume-from-checkpoint to start at epoch 0 (this removes the epoch "
+        "folders of --save-path {}) or choose another --save-path",
+        dir, kStateFile, save_path);
+  }
   DF_ASSIGN_OR_RAISE(std::string state_text, ReadFileToString(dir + "/" + kStateFile));
   nlohmann::json state_json = nlohmann::json::parse(state_text, nullptr, false);
   if (state_json.is_discarded() || !state_json.is_object()) {
     return Status::Corrupt("{}/{}: not a JSON object; delete the folder or pass --no-resume-from-checkpoint", dir,
                            kStateFile);
   }
+  const std::string different_configuration = fmt::format(
+      "--save-path {} holds a checkpoint of a different configuration", save_path);
+  const std::string what_to_do = "choose another --save-path, or pass --no-resume-from-checkpoint to start over "
+                                 "(this removes its epoch folders)";
   auto trainable = model.TrainableTensors();
   std::vector<std::string> names;
   for (const auto& [name, tensor] : trainable) names.push_back(name);
   if (state_json.value("trainable_tensors", std::vector<std::string>()) != names) {
-    return Status::Invalid("{}: the checkpoint's trainable tensors differ from this run's (changed "
-                           "--num-layers, --draft-arch, --norm-before-fc or --freeze-lm-head?); pass "
-                           "--no-resume-from-checkpoint to start over",
-                           dir);
+    return Status::Invalid("{}: {} trains other tensors than this run (changed --num-layers, --draft-arch, "
+                           "--norm-before-fc or --freeze-lm-head?); {}",
+                           different_configuration, dir, what_to_do);
   }
 
+  // The master weights are read and shape-checked before anything is copied,
+  // so a mismatch leaves the model and optimizer untouched.
   try {
     torch::serialize::InputArchive archive;
     archive.load_from(dir + "/" + kOptimizerFile);
-    optimizer.load(archive);
     torch::serialize::InputArchive master;
     archive.read("master_weights", master);
+    std::vector<torch::Tensor> values(trainable.size());
+    for (size_t i = 0; i < trainable.size(); ++i) {
+      master.read("p" + std::to_string(i), values[i]);
+      if (!values[i].sizes().equals(trainable[i].second.sizes())) {
+        return Status::Invalid("{}: {} has shape {} in {} but {} in this run (changed --draft-vocab-size, the "
+                               "vocabulary mapping or the verifier?); {}",
+                               different_configuration, trainable[i].first, ShapeString(values[i]), dir,
+                               ShapeString(trainable[i].second), what_to_do);
+      }
+    }
+    optimizer.load(archive);
     torch::NoGradGuard no_grad;
     for (size_t i = 0; i < trainable.size(); ++i) {
-      torch::Tensor value;
-      master.read("p" + std::to_string(i), value);
-      trainable[i].second.copy_(value.to(trainable[i].second.options()));
+      trainable[i].second.copy_(values[i].to(trainable[i].second.options()));
     }
   } catch (const c10::Error& error) {
     return Status::Corrupt("{}/{}: cannot be read ({}); delete the folder or pass --no-resume-from-checkpoint",
@@ -168,6 +226,8 @@ Result<TrainingState> LoadCheckpoint(const std::string& save_path, int64_t epoch
 
   TrainingState state;
   state.epoch = state_json.value("epoch", epoch);
+  state.epoch_complete = state_json.value("epoch_complete", true);
+  state.batches_done = state_json.value("batches_done", int64_t{0});
   state.global_step = state_json.value("global_step", int64_t{0});
   state.schedule_step = state_json.value("schedule_step", state.global_step);
   if (state_json.contains("best_val_loss") && state_json["best_val_loss"].is_number()) {
@@ -191,23 +251,26 @@ Status UpdateBestLink(const std::string& save_path, int64_t epoch) {
   return Status::OK();
 }
 
-Status RemoveOtherEntries(const std::string& save_path, int64_t epoch) {
+Status RemoveOtherEpochs(const std::string& save_path, int64_t epoch) {
+  return RemoveEpochDirectories(save_path, std::to_string(epoch));
+}
+
+Status RemoveAllEpochs(const std::string& save_path) {
+  DF_RETURN_NOT_OK(RemoveEpochDirectories(save_path, ""));
+  std::string link = save_path + "/" + kBestLink;
   std::error_code code;
-  const std::string keep = std::to_string(epoch);
-  for (const auto& entry : fs::directory_iterator(save_path, code)) {
-    const std::string name = entry.path().filename().string();
-    if (name == keep || name == kBestLink) continue;
-    fs::remove_all(entry.path(), code);
-    if (code) return Status::IOError("{}: cannot remove: {}", entry.path().string(), code.message());
+  if (fs::is_symlink(fs::symlink_status(link, code))) {
+    fs::remove(link, code);
+    if (code) return Status::IOError("{}: cannot remove: {}", link, code.message());
+    spdlog::info("removed {}", link);
   }
-  if (code) return Status::IOError("{}: cannot list: {}", save_path, code.message());
   return Status::OK();
 }
 
 CheckpointDecision DecideCheckpoint(int64_t epoch, int64_t checkpoint_freq, bool save_best,
                                     std::optional<double> val_loss, std::optional<double> best_val_loss) {
   CheckpointDecision decision;
-  bool improves = val_loss && (!best_val_loss || *val_loss < *best_val_loss);
+  bool improves = val_loss && std::isfinite(*val_loss) && (!best_val_loss || *val_loss < *best_val_loss);
   if (save_best && val_loss) {
     decision.save = improves;
     decision.update_best = improves;

@@ -6,9 +6,10 @@
 //   <save_path>/<epoch>/scheduler_state_dict.pt  libtorch archive: schedule step (when a schedule is used)
 //   <save_path>/<epoch>/training_state.json      epoch, global step, best validation loss
 //   <save_path>/checkpoint_best -> <epoch>       relative symlink
-// The two .pt files are libtorch C++ archives, not Python pickles: the Python
-// trainer cannot resume from them, and this trainer cannot resume from its
-// files. vLLM reads only config.json and model.safetensors.
+// The two .pt files are libtorch C++ archives, not Python pickles: only
+// draftforge can resume from them, Python speculators cannot, and draftforge
+// cannot resume from speculators' .pt files either. config.json and
+// model.safetensors are the interoperable part, and vLLM reads only those.
 #pragma once
 
 #include <torch/torch.h>
@@ -42,7 +43,11 @@ std::string DumpConfigJson(const nlohmann::json& json);
 
 // Resume bookkeeping stored beside each checkpoint.
 struct TrainingState {
-  int64_t epoch = -1;        // last completed epoch
+  int64_t epoch = -1;        // last epoch trained (completed unless epoch_complete is false)
+  // False when the run stopped in the middle of `epoch` (--max-steps or a
+  // signal); a resume then trains the rest of that epoch.
+  bool epoch_complete = true;
+  int64_t batches_done = 0;  // training batches of `epoch` done when epoch_complete is false
   int64_t global_step = 0;   // optimizer steps done so far
   int64_t schedule_step = 0;  // steps the learning-rate schedule has counted
   std::optional<double> best_val_loss;
@@ -70,14 +75,21 @@ Result<TrainingState> LoadCheckpoint(const std::string& save_path, int64_t epoch
 // Points <save_path>/checkpoint_best at <epoch> (relative symlink, replaced atomically).
 Status UpdateBestLink(const std::string& save_path, int64_t epoch);
 
-// Removes every entry of `save_path` except <epoch>/ and checkpoint_best.
-Status RemoveOtherEntries(const std::string& save_path, int64_t epoch);
+// Removes the integer-named epoch directories of `save_path` except <epoch>/,
+// logging each one. Other files and directories stay.
+Status RemoveOtherEpochs(const std::string& save_path, int64_t epoch);
+
+// Removes every integer-named epoch directory and the checkpoint_best link of
+// `save_path`, logging each one. Other files and directories stay.
+Status RemoveAllEpochs(const std::string& save_path);
 
 // Checkpoint actions after the validation of `epoch` (0-based):
 // - save_best with a validation loss: save only when the loss improves on the
-//   best so far, then point checkpoint_best at it and remove the other entries;
+//   best so far, then point checkpoint_best at it and remove the other epoch
+//   directories;
 // - otherwise save when epoch == 0 or (epoch + 1) % checkpoint_freq == 0, and
 //   point checkpoint_best at it when its loss improves on the best so far.
+// A non-finite validation loss never improves on the best.
 struct CheckpointDecision {
   bool save = false;
   bool update_best = false;

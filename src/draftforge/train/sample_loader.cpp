@@ -19,7 +19,8 @@ Result<MissingFilePolicy> ParseMissingFilePolicy(const std::string& name) {
   return Status::Invalid("--on-missing '{}' is not supported; use skip, warn or raise", name);
 }
 
-Result<std::optional<ShiftedSample>> LoadSample(const SampleSource& source, int64_t row) {
+Result<std::optional<ShiftedSample>> LoadSample(const SampleSource& source, int64_t row,
+                                                c10::optional<at::Generator> generator) {
   std::string path = source.hidden_states_dir + "/" + hidden_states::HiddenStatesFileName(row);
   if (!std::filesystem::exists(path)) {
     switch (source.on_missing) {
@@ -58,7 +59,7 @@ Result<std::optional<ShiftedSample>> LoadSample(const SampleSource& source, int6
   torch::Tensor hidden = file->hidden_states.to(torch::kFloat32);  // [n, 4, H]
   if (source.noise_std > 0) {
     torch::Tensor aux = hidden.narrow(1, 0, 3);
-    AddUniformNoise(aux, source.noise_std);
+    AddUniformNoise(aux, source.noise_std, generator);
   }
   hidden = hidden.to(source.rounding_dtype).to(source.dtype);
   ShiftedSample sample = ShiftSample(file->token_ids, mask, hidden);

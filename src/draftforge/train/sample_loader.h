@@ -34,7 +34,9 @@ struct SampleSource {
   MissingFilePolicy on_missing = MissingFilePolicy::kWarn;
 };
 
-// Loads global row `row`. Errors only for a missing file under kRaise.
-Result<std::optional<ShiftedSample>> LoadSample(const SampleSource& source, int64_t row);
+// Loads global row `row`, drawing its noise from `generator` (torch's global
+// generator when empty). Errors only for a missing file under kRaise.
+Result<std::optional<ShiftedSample>> LoadSample(const SampleSource& source, int64_t row,
+                                                c10::optional<at::Generator> generator = c10::nullopt);
 
 }  // namespace draftforge::train

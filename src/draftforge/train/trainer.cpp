@@ -5,7 +5,10 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <csignal>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -33,48 +36,83 @@ namespace draftforge::train {
 namespace fs = std::filesystem;
 namespace {
 
+// Loads d2t/t2d and checks them against the verifier vocabulary and
+// --draft-vocab-size. Every error ends with `advice`, the remedy.
+Result<data::VocabMapping> LoadCheckedVocabMapping(const TrainOptions& options, const std::string& d2t_path,
+                                                   const std::string& t2d_path, int64_t vocab_size,
+                                                   const std::string& advice) {
+  DF_ASSIGN_OR_RAISE(data::VocabMapping mapping, data::LoadVocabMapping(d2t_path, t2d_path));
+  Status valid = data::ValidateVocabMapping(mapping, vocab_size);
+  if (!valid.ok()) {
+    return Status::Invalid("vocabulary mapping {} and {} does not fit the verifier vocabulary of {} ids: {}; {}",
+                           d2t_path, t2d_path, vocab_size, valid.message(), advice);
+  }
+  if (options.draft_vocab_size && *options.draft_vocab_size != mapping.draft_vocab_size()) {
+    return Status::Invalid("--draft-vocab-size {} differs from the draft vocabulary size {} of {} and {}; {}",
+                           *options.draft_vocab_size, mapping.draft_vocab_size(), d2t_path, t2d_path, advice);
+  }
+  if (mapping.draft_vocab_size() == vocab_size) {
+    return Status::Invalid("vocabulary mapping {} and {} keeps all {} verifier ids, which means no mapping; {}",
+                           d2t_path, t2d_path, vocab_size, advice);
+  }
+  return mapping;
+}
+
 // Vocabulary mapping in this order: --d2t-path/--t2d-path; <data>/d2t.npy and
-// t2d.npy; built from token_freq.pt (--token-freq-path or <data>/token_freq.pt)
-// when --draft-vocab-size is given, then cached as .npy files in <data>;
-// otherwise none (Vd = V).
+// t2d.npy; none when --draft-vocab-size equals the verifier vocabulary size;
+// built from token_freq.pt (--token-freq-path or <data>/token_freq.pt) when
+// --draft-vocab-size is given, then cached as .npy files in <data>; otherwise
+// none (Vd = V).
 Result<std::optional<data::VocabMapping>> ResolveVocabMapping(const TrainOptions& options, int64_t vocab_size) {
   if (options.d2t_path.empty() != options.t2d_path.empty()) {
     return Status::Invalid("pass both --d2t-path and --t2d-path or neither (got d2t '{}', t2d '{}')",
                            options.d2t_path, options.t2d_path);
   }
-  std::optional<data::VocabMapping> mapping;
-  const std::string cached_d2t = options.data_path + "/d2t.npy";
-  const std::string cached_t2d = options.data_path + "/t2d.npy";
+  if (options.draft_vocab_size && *options.draft_vocab_size > vocab_size) {
+    return Status::Invalid("--draft-vocab-size {} exceeds the verifier vocabulary size {}; pass at most {}",
+                           *options.draft_vocab_size, vocab_size, vocab_size);
+  }
   if (!options.d2t_path.empty()) {
-    DF_ASSIGN_OR_RAISE(mapping, data::LoadVocabMapping(options.d2t_path, options.t2d_path));
-  } else if (fs::exists(cached_d2t) && fs::exists(cached_t2d)) {
-    DF_ASSIGN_OR_RAISE(mapping, data::LoadVocabMapping(cached_d2t, cached_t2d));
-  } else {
-    std::string freq_path =
-        options.token_freq_path.empty() ? options.data_path + "/token_freq.pt" : options.token_freq_path;
-    if (options.draft_vocab_size && fs::exists(freq_path)) {
-      DF_ASSIGN_OR_RAISE(auto token_freq, io::ReadTokenFreq(freq_path));
-      DF_ASSIGN_OR_RAISE(mapping, data::BuildVocabMapping(token_freq, *options.draft_vocab_size, vocab_size));
-      Status saved = data::SaveVocabMapping(*mapping, cached_d2t, cached_t2d);
-      if (!saved.ok()) spdlog::warn("could not cache the vocabulary mapping in {}: {}", options.data_path, saved.message());
-    } else if (options.draft_vocab_size && *options.draft_vocab_size != vocab_size) {
-      return Status::NotFound("--draft-vocab-size {} needs a vocabulary mapping, but {} does not exist and no "
-                              "d2t.npy/t2d.npy were found; run `draftforge vocab` or pass --token-freq-path",
-                              *options.draft_vocab_size, freq_path);
+    DF_ASSIGN_OR_RAISE(auto mapping,
+                       LoadCheckedVocabMapping(options, options.d2t_path, options.t2d_path, vocab_size,
+                                               "pass a mapping built for this verifier and --draft-vocab-size"));
+    return std::optional<data::VocabMapping>(std::move(mapping));
+  }
+
+  const std::string cached_d2t = fs::absolute(options.data_path + "/d2t.npy").lexically_normal().string();
+  const std::string cached_t2d = fs::absolute(options.data_path + "/t2d.npy").lexically_normal().string();
+  if (fs::exists(cached_d2t) || fs::exists(cached_t2d)) {
+    const std::string advice = fmt::format(
+        "delete {} and {} (a later run rebuilds them from token_freq.pt) or pass --d2t-path/--t2d-path",
+        cached_d2t, cached_t2d);
+    if (!fs::exists(cached_d2t) || !fs::exists(cached_t2d)) {
+      return Status::NotFound("only one of {} and {} exists; {}", cached_d2t, cached_t2d, advice);
     }
+    DF_ASSIGN_OR_RAISE(auto mapping, LoadCheckedVocabMapping(options, cached_d2t, cached_t2d, vocab_size, advice));
+    return std::optional<data::VocabMapping>(std::move(mapping));
   }
-  if (!mapping) return mapping;
-  DF_RETURN_NOT_OK(data::ValidateVocabMapping(*mapping, vocab_size));
-  if (options.draft_vocab_size && *options.draft_vocab_size != mapping->draft_vocab_size()) {
-    return Status::Invalid("--draft-vocab-size {} differs from the mapping's draft vocabulary size {}",
-                           *options.draft_vocab_size, mapping->draft_vocab_size());
+
+  if (!options.draft_vocab_size) return std::optional<data::VocabMapping>();
+  if (*options.draft_vocab_size == vocab_size) {
+    spdlog::info("--draft-vocab-size {} equals the verifier vocabulary size: training without a vocabulary "
+                 "mapping (no d2t/t2d)",
+                 vocab_size);
+    return std::optional<data::VocabMapping>();
   }
-  if (mapping->draft_vocab_size() == vocab_size) {
-    return Status::Invalid("the vocabulary mapping keeps all {} verifier ids; remove d2t.npy/t2d.npy or pick a "
-                           "smaller --draft-vocab-size",
-                           vocab_size);
+  std::string freq_path =
+      options.token_freq_path.empty() ? options.data_path + "/token_freq.pt" : options.token_freq_path;
+  if (!fs::exists(freq_path)) {
+    return Status::NotFound("--draft-vocab-size {} needs a vocabulary mapping, but {} does not exist and no "
+                            "d2t.npy/t2d.npy were found; run `draftforge vocab` or pass --token-freq-path",
+                            *options.draft_vocab_size, freq_path);
   }
-  return mapping;
+  DF_ASSIGN_OR_RAISE(auto token_freq, io::ReadTokenFreq(freq_path));
+  DF_ASSIGN_OR_RAISE(data::VocabMapping mapping,
+                     data::BuildVocabMapping(token_freq, *options.draft_vocab_size, vocab_size));
+  DF_RETURN_NOT_OK(data::ValidateVocabMapping(mapping, vocab_size));
+  Status saved = data::SaveVocabMapping(mapping, cached_d2t, cached_t2d);
+  if (!saved.ok()) spdlog::warn("could not cache the vocabulary mapping in {}: {}", options.data_path, saved.message());
+  return std::optional<data::VocabMapping>(std::move(mapping));
 }
 
 Result<torch::Dtype> ParseHiddenStatesDtype(const std::string& name) {
@@ -111,6 +149,57 @@ Result<std::vector<int64_t>> ResolveLayerIds(const TrainOptions& options, int64_
   }
   return ids;
 }
+
+// Creates `path` (with parents) and checks that files can be created in it.
+Status PrepareWritableDirectory(const std::string& flag, const std::string& path) {
+  std::error_code code;
+  if (fs::exists(path, code) && !fs::is_directory(path, code)) {
+    return Status::Invalid("{} {} exists and is not a directory; pass a directory path", flag, path);
+  }
+  fs::create_directories(path, code);
+  if (code) {
+    return Status::IOError("{} {}: cannot create the directory: {}; pass a writable directory", flag, path,
+                           code.message());
+  }
+  const std::string probe = path + "/.draftforge_write_test";
+  {
+    std::ofstream stream(probe);
+    if (!stream) return Status::IOError("{} {}: cannot create files in the directory; pass a writable directory", flag, path);
+  }
+  fs::remove(probe, code);
+  return Status::OK();
+}
+
+// Signal number of the first SIGINT or SIGTERM during training, 0 before.
+volatile std::sig_atomic_t g_stop_signal = 0;
+
+extern "C" void RecordStopSignal(int signal_number) {
+  g_stop_signal = signal_number;
+  // A second signal ends the process at once.
+  std::signal(signal_number, SIG_DFL);
+}
+
+// Routes SIGINT and SIGTERM to RecordStopSignal while it lives.
+class StopSignalScope {
+ public:
+  StopSignalScope() {
+    g_stop_signal = 0;
+    previous_interrupt_ = std::signal(SIGINT, RecordStopSignal);
+    previous_terminate_ = std::signal(SIGTERM, RecordStopSignal);
+  }
+  ~StopSignalScope() {
+    std::signal(SIGINT, previous_interrupt_);
+    std::signal(SIGTERM, previous_terminate_);
+  }
+  StopSignalScope(const StopSignalScope&) = delete;
+  StopSignalScope& operator=(const StopSignalScope&) = delete;
+
+ private:
+  void (*previous_interrupt_)(int) = SIG_DFL;
+  void (*previous_terminate_)(int) = SIG_DFL;
+};
+
+const char* SignalName(int signal_number) { return signal_number == SIGTERM ? "SIGTERM" : "SIGINT"; }
 
 // Appends one JSON object per line to <log_dir>/metrics.jsonl.
 class MetricsLog {
@@ -180,14 +269,23 @@ class Trainer {
   Status Run();
 
  private:
+  // How a call of TrainEpoch ended.
+  enum class EpochEnd { kComplete, kMaxSteps, kSignal };
+
   Status Setup();
+  Status PrepareOutputDirectories();
   Status BuildModel();
   Status OpenData();
   Status Resume();
-  // Trains one epoch; sets stop_ when --max-steps is reached.
-  Status TrainEpoch(int64_t epoch);
+  // Trains batches first_batch.. of `epoch`. Sets stop_ when --max-steps is
+  // reached at the end of the epoch, and batches_done_ to the batches done.
+  Result<EpochEnd> TrainEpoch(int64_t epoch, int64_t first_batch);
   Result<std::optional<double>> ValidateEpoch(int64_t epoch);
-  Status Checkpoint(int64_t epoch, std::optional<double> val_loss);
+  // `resumed_partial`: the epoch finished a partial checkpoint, which must
+  // not stay behind as if it were the last state.
+  Status Checkpoint(int64_t epoch, std::optional<double> val_loss, bool resumed_partial);
+  // Saves `epoch` as partial after batches_done_ batches.
+  Status SavePartialCheckpoint(int64_t epoch);
   void SetLearningRate(double lr);
 
   TrainOptions options_;
@@ -209,16 +307,13 @@ class Trainer {
   std::unique_ptr<MetricsLog> metrics_log_;
   TrainingState state_;
   int64_t steps_this_run_ = 0;
+  int64_t batches_done_ = 0;
   bool stop_ = false;
 };
 
 Status Trainer::Setup() {
+  DF_RETURN_NOT_OK(ValidateTrainOptions(options_));
   torch::manual_seed(options_.seed);
-  if (options_.total_seq_len < 2) return Status::Invalid("--total-seq-len must be at least 2, got {}", options_.total_seq_len);
-  if (options_.ttt_steps < 1) return Status::Invalid("--ttt-steps must be at least 1, got {}", options_.ttt_steps);
-  if (options_.checkpoint_freq < 1) {
-    return Status::Invalid("--checkpoint-freq must be at least 1, got {}", options_.checkpoint_freq);
-  }
   DF_ASSIGN_OR_RAISE(verifier_, engine::ModelConfig::Load(options_.verifier_path));
   DF_ASSIGN_OR_RAISE(layer_ids_, ResolveLayerIds(options_, verifier_.num_hidden_layers));
   DF_ASSIGN_OR_RAISE(mapping_, ResolveVocabMapping(options_, verifier_.vocab_size));
@@ -238,6 +333,13 @@ Status Trainer::Setup() {
   info.aux_layer_ids = {layer_ids_[0], layer_ids_[1], layer_ids_[2]};
   info.embed_requires_grad = options_.embed_requires_grad;
   config_json_ = SpeculatorConfigJson(draft_config_, info);
+  return Status::OK();
+}
+
+Status Trainer::PrepareOutputDirectories() {
+  DF_RETURN_NOT_OK(PrepareWritableDirectory("--save-path", options_.save_path));
+  DF_RETURN_NOT_OK(PrepareWritableDirectory("--log-dir", options_.log_dir));
+  DF_ASSIGN_OR_RAISE(metrics_log_, MetricsLog::Open(options_.log_dir));
   return Status::OK();
 }
 
@@ -291,11 +393,22 @@ Status Trainer::OpenData() {
 }
 
 Status Trainer::Resume() {
+  if (!options_.resume_from_checkpoint) {
+    // Older epoch folders would otherwise make a later resume continue the
+    // old run.
+    return RemoveAllEpochs(options_.save_path);
+  }
   std::optional<int64_t> last = FindLastEpoch(options_.save_path);
-  if (!options_.resume_from_checkpoint || !last) return Status::OK();
+  if (!last) return Status::OK();
   DF_ASSIGN_OR_RAISE(state_, LoadCheckpoint(options_.save_path, *last, *model_, *optimizer_));
-  spdlog::info("resuming from {}/{}: epoch {} done, {} optimizer steps", options_.save_path, *last, state_.epoch,
-               state_.global_step);
+  if (state_.epoch_complete) {
+    spdlog::info("resuming from {}/{}: epoch {} done, {} optimizer steps", options_.save_path, *last, state_.epoch,
+                 state_.global_step);
+  } else {
+    spdlog::info("resuming from {}/{}: epoch {} stopped after {} batches, {} optimizer steps; training the rest "
+                 "of epoch {}",
+                 options_.save_path, *last, state_.epoch, state_.batches_done, state_.global_step, state_.epoch);
+  }
   return Status::OK();
 }
 
@@ -305,9 +418,19 @@ void Trainer::SetLearningRate(double lr) {
   }
 }
 
-Status Trainer::TrainEpoch(int64_t epoch) {
+Result<Trainer::EpochEnd> Trainer::TrainEpoch(int64_t epoch, int64_t first_batch) {
   auto batches = EpochBatches(train_lengths_, options_.total_seq_len, 1, 0, 0, epoch);
-  BatchLoader loader(train_source_, batches, options_.total_seq_len, options_.num_workers, options_.prefetch_factor);
+  const int64_t epoch_batches = static_cast<int64_t>(batches.size());
+  first_batch = std::min(first_batch, epoch_batches);
+  batches.erase(batches.begin(), batches.begin() + first_batch);
+  int64_t rows = 0;
+  for (const auto& batch : batches) rows += static_cast<int64_t>(batch.size());
+  // Each batch draws its noise from its own generator, so the noise does not
+  // depend on --num-workers or on where a resumed epoch starts.
+  std::vector<uint64_t> noise_seeds;
+  for (int64_t b = first_batch; b < epoch_batches; ++b) noise_seeds.push_back(BatchNoiseSeed(options_.seed, epoch, b));
+  BatchLoader loader(train_source_, batches, options_.total_seq_len, options_.num_workers, options_.prefetch_factor,
+                     noise_seeds);
   TttOptions ttt;
   ttt.steps = options_.ttt_steps;
   ttt.loss_decay = options_.ttt_step_loss_decay;
@@ -316,16 +439,26 @@ Status Trainer::TrainEpoch(int64_t epoch) {
 
   ProgressBar progress(fmt::format("train epoch {}", epoch), loader.size(), "batches");
   int64_t tokens = 0;
+  int64_t samples = 0;
+  EpochEnd end = EpochEnd::kComplete;
+  batches_done_ = first_batch;
   for (int64_t b = 0; b < loader.size(); ++b) {
     DF_ASSIGN_OR_RAISE(PackedBatch batch, loader.Next());
     batch = batch.To(device_);
     TttOutput output = RunTtt(*model_, batch, ttt);
-    optimizer_->zero_grad();
-    output.loss.backward();
-    torch::nn::utils::clip_grad_norm_(parameters, 1.0);
     // lr_t = lr * lambda(t), t = optimizer steps completed, also right on the
     // first step after a resume.
     double lr = options_.lr * schedule_.Factor(state_.schedule_step);
+    double loss = output.loss.item<double>();
+    if (!std::isfinite(loss)) {
+      return Status::Invalid("training loss is {} at epoch {}, batch {} of {} (global step {}, learning rate {:g}): "
+                             "training diverged, so it stopped without saving this epoch; rerun with a lower --lr "
+                             "(now {:g})",
+                             loss, epoch, first_batch + b, epoch_batches, state_.global_step, lr, options_.lr);
+    }
+    optimizer_->zero_grad();
+    output.loss.backward();
+    torch::nn::utils::clip_grad_norm_(parameters, 1.0);
     SetLearningRate(lr);
     optimizer_->step();
     state_.schedule_step += 1;
@@ -337,11 +470,22 @@ Status Trainer::TrainEpoch(int64_t epoch) {
     DF_RETURN_NOT_OK(metrics_log_->Write(record));
     state_.global_step += 1;
     steps_this_run_ += 1;
+    batches_done_ += 1;
     tokens += batch.num_tokens();
+    samples += batch.num_samples;
     progress.SetSuffix(ProgressSuffix(metrics, options_.ttt_steps));
     progress.Advance(1, batch.num_tokens());
+    const bool last_batch = b + 1 == loader.size();
+    if (g_stop_signal != 0 && !last_batch) {
+      end = EpochEnd::kSignal;
+      break;
+    }
     if (options_.max_steps && steps_this_run_ >= *options_.max_steps) {
-      stop_ = true;
+      if (last_batch) {
+        stop_ = true;
+      } else {
+        end = EpochEnd::kMaxSteps;
+      }
       break;
     }
   }
@@ -349,7 +493,19 @@ Status Trainer::TrainEpoch(int64_t epoch) {
   double seconds = progress.ElapsedSeconds();
   spdlog::info("epoch {} training: {} tokens in {:.1f} s, {:.0f} tokens/s", epoch, tokens, seconds,
                seconds > 0 ? static_cast<double>(tokens) / seconds : 0.0);
-  return Status::OK();
+  if (end == EpochEnd::kComplete && rows > 0 && samples < rows) {
+    const std::string reason = fmt::format(
+        "their hidden-states files in {} are missing or were rejected (the warnings above name each row unless "
+        "--on-missing is skip)",
+        train_source_.hidden_states_dir);
+    if (samples == 0) {
+      return Status::NotFound("epoch {} had no usable training sample: all {} training rows were skipped because "
+                              "{}; run `draftforge generate` first or point --hidden-states-path at the files",
+                              epoch, rows, reason);
+    }
+    spdlog::warn("epoch {} skipped {} of {} training rows because {}", epoch, rows - samples, rows, reason);
+  }
+  return end;
 }
 
 Result<std::optional<double>> Trainer::ValidateEpoch(int64_t epoch) {
@@ -366,52 +522,121 @@ Result<std::optional<double>> Trainer::ValidateEpoch(int64_t epoch) {
   torch::NoGradGuard no_grad;
   MetricMeans means;
   ProgressBar progress(fmt::format("validate epoch {}", epoch), loader.size(), "batches");
+  int64_t samples = 0;
   for (int64_t b = 0; b < loader.size(); ++b) {
     DF_ASSIGN_OR_RAISE(PackedBatch batch, loader.Next());
-    TttOutput output = RunTtt(*model_, batch.To(device_), ttt);
-    for (const auto& [name, value] : StepMetricMap(output)) means.Add(name, value);
+    if (batch.num_samples > 0) {
+      TttOutput output = RunTtt(*model_, batch.To(device_), ttt);
+      for (const auto& [name, value] : StepMetricMap(output)) means.Add(name, value);
+      samples += batch.num_samples;
+    }
     progress.Advance(1, batch.num_tokens());
   }
   progress.Finish();
+  if (samples == 0) {
+    spdlog::warn("epoch {} validation had no usable sample: all {} validation rows were skipped because their "
+                 "hidden-states files in {} are missing or were rejected; no validation loss is recorded and this "
+                 "epoch cannot become checkpoint_best",
+                 epoch, val_lengths_.size(), val_source_.hidden_states_dir);
+    return std::optional<double>();
+  }
   auto epoch_metrics = means.Means();
   nlohmann::json record = {{"step", state_.global_step}, {"epoch", epoch}};
   for (const auto& [name, value] : epoch_metrics) record["val/" + name + "_epoch"] = value;
   DF_RETURN_NOT_OK(metrics_log_->Write(record));
   spdlog::info("epoch {} validation: {}", epoch, ProgressSuffix(epoch_metrics, options_.ttt_steps));
+  if (!std::isfinite(epoch_metrics.at("loss"))) {
+    spdlog::warn("epoch {} validation loss is {}; this epoch cannot become checkpoint_best", epoch,
+                 epoch_metrics.at("loss"));
+  }
   return std::optional<double>(epoch_metrics.at("loss"));
 }
 
-Status Trainer::Checkpoint(int64_t epoch, std::optional<double> val_loss) {
+Status Trainer::Checkpoint(int64_t epoch, std::optional<double> val_loss, bool resumed_partial) {
   CheckpointDecision decision =
       DecideCheckpoint(epoch, options_.checkpoint_freq, options_.save_best, val_loss, state_.best_val_loss);
   state_.epoch = epoch;
+  state_.epoch_complete = true;
+  state_.batches_done = 0;
   if (decision.update_best) {
     state_.best_val_loss = val_loss;
     state_.best_epoch = epoch;
   }
-  if (!decision.save) return Status::OK();
+  if (!decision.save && resumed_partial) {
+    spdlog::info("saving epoch {} although the checkpoint rule skips it, to replace its partial checkpoint", epoch);
+    decision.save = true;
+  }
+  if (!decision.save) {
+    if (epoch == options_.epochs - 1 && !(options_.save_best && val_loss)) {
+      std::optional<int64_t> last = FindLastEpoch(options_.save_path);
+      spdlog::warn("the final epoch {} was not saved: --checkpoint-freq {} saves epoch 0 and each epoch e with "
+                   "(e + 1) % {} == 0; the last saved checkpoint is {}",
+                   epoch, options_.checkpoint_freq, options_.checkpoint_freq,
+                   last ? fmt::format("{}/{}", options_.save_path, *last) : std::string("none"));
+    }
+    return Status::OK();
+  }
   DF_RETURN_NOT_OK(SaveCheckpoint(options_.save_path, *model_, config_json_, *optimizer_,
                                   schedule_.type != ScheduleType::kNone, state_));
   if (decision.update_best) DF_RETURN_NOT_OK(UpdateBestLink(options_.save_path, epoch));
-  if (decision.remove_others) DF_RETURN_NOT_OK(RemoveOtherEntries(options_.save_path, epoch));
+  if (decision.remove_others) DF_RETURN_NOT_OK(RemoveOtherEpochs(options_.save_path, epoch));
   spdlog::info("saved checkpoint {}/{}", options_.save_path, epoch);
+  return Status::OK();
+}
+
+Status Trainer::SavePartialCheckpoint(int64_t epoch) {
+  state_.epoch = epoch;
+  state_.epoch_complete = false;
+  state_.batches_done = batches_done_;
+  DF_RETURN_NOT_OK(SaveCheckpoint(options_.save_path, *model_, config_json_, *optimizer_,
+                                  schedule_.type != ScheduleType::kNone, state_));
+  spdlog::info("saved partial checkpoint {}/{} after {} batches of epoch {}; the next run with the same "
+               "--save-path trains the rest of the epoch",
+               options_.save_path, epoch, batches_done_, epoch);
   return Status::OK();
 }
 
 Status Trainer::Run() {
   DF_RETURN_NOT_OK(Setup());
+  DF_RETURN_NOT_OK(PrepareOutputDirectories());
   DF_RETURN_NOT_OK(BuildModel());
   DF_RETURN_NOT_OK(OpenData());
   DF_RETURN_NOT_OK(Resume());
-  DF_ASSIGN_OR_RAISE(metrics_log_, MetricsLog::Open(options_.log_dir));
+  const int64_t first_epoch = state_.epoch_complete ? state_.epoch + 1 : state_.epoch;
+  if (first_epoch >= options_.epochs) {
+    spdlog::info("training is already complete: {} holds epoch {}, the last of --epochs {}; pass a larger "
+                 "--epochs to train more",
+                 options_.save_path, state_.epoch, options_.epochs);
+    return Status::OK();
+  }
   spdlog::info("training a {}-layer {} draft (hidden {}, draft vocabulary {}) on {} for epochs {}..{}",
                draft_config_.num_layers, draft_config_.arch, draft_config_.hidden_size, draft_config_.draft_vocab_size,
-               device_.str(), state_.epoch + 1, options_.epochs - 1);
-  for (int64_t epoch = state_.epoch + 1; epoch < options_.epochs && !stop_; ++epoch) {
-    DF_RETURN_NOT_OK(TrainEpoch(epoch));
+               device_.str(), first_epoch, options_.epochs - 1);
+  for (int64_t epoch = first_epoch; epoch < options_.epochs && !stop_; ++epoch) {
+    const bool resumed_partial = epoch == state_.epoch && !state_.epoch_complete;
+    const int64_t first_batch = resumed_partial ? state_.batches_done : 0;
+    DF_ASSIGN_OR_RAISE(EpochEnd end, TrainEpoch(epoch, first_batch));
+    if (end == EpochEnd::kMaxSteps) {
+      spdlog::info("stopped after --max-steps {} in the middle of epoch {} ({} batches done)", *options_.max_steps,
+                   epoch, batches_done_);
+      return SavePartialCheckpoint(epoch);
+    }
+    if (end == EpochEnd::kSignal) {
+      spdlog::warn("training was interrupted by {} at epoch {}, global step {}", SignalName(g_stop_signal), epoch,
+                   state_.global_step);
+      DF_RETURN_NOT_OK(SavePartialCheckpoint(epoch));
+      return Status::Cancelled("training was interrupted by {} at epoch {}, global step {}",
+                               SignalName(g_stop_signal), epoch, state_.global_step);
+    }
     DF_ASSIGN_OR_RAISE(std::optional<double> val_loss, ValidateEpoch(epoch));
-    DF_RETURN_NOT_OK(Checkpoint(epoch, val_loss));
+    DF_RETURN_NOT_OK(Checkpoint(epoch, val_loss, resumed_partial));
+    if (g_stop_signal != 0) {
+      return Status::Cancelled("training was interrupted by {} after epoch {} (global step {}); its checkpoint "
+                               "decision was applied, and the next run resumes with epoch {}",
+                               SignalName(g_stop_signal), epoch, state_.global_step, epoch + 1);
+    }
   }
+  if (stop_) spdlog::info("stopped after --max-steps {} at the end of epoch {}", *options_.max_steps, state_.epoch);
   return Status::OK();
 }
 
@@ -429,10 +654,50 @@ void KeepFreedMemory() {
 
 }  // namespace
 
+Status ValidateTrainOptions(const TrainOptions& o) {
+  auto positive_finite = [](double value) { return std::isfinite(value) && value > 0; };
+  if (o.epochs < 1) return Status::Invalid("--epochs must be at least 1, got {}", o.epochs);
+  if (!positive_finite(o.lr)) return Status::Invalid("--lr must be a finite number > 0, got {}", o.lr);
+  if (o.total_seq_len < 2) return Status::Invalid("--total-seq-len must be at least 2, got {}", o.total_seq_len);
+  if (o.ttt_steps < 1) return Status::Invalid("--ttt-steps must be at least 1, got {}", o.ttt_steps);
+  if (!positive_finite(o.ttt_step_loss_decay)) {
+    return Status::Invalid("--ttt-step-loss-decay must be a finite number > 0, got {}", o.ttt_step_loss_decay);
+  }
+  if (o.draft_vocab_size && *o.draft_vocab_size < 1) {
+    return Status::Invalid("--draft-vocab-size must be at least 1, got {}", *o.draft_vocab_size);
+  }
+  if (o.num_layers < 1) return Status::Invalid("--num-layers must be at least 1, got {}", o.num_layers);
+  if (!std::isfinite(o.noise_std) || o.noise_std < 0) {
+    return Status::Invalid("--noise-std must be a finite number >= 0, got {}", o.noise_std);
+  }
+  if (o.checkpoint_freq < 1) return Status::Invalid("--checkpoint-freq must be at least 1, got {}", o.checkpoint_freq);
+  if (o.scheduler_warmup_steps && *o.scheduler_warmup_steps < 0) {
+    return Status::Invalid("--scheduler-warmup-steps must be at least 0, got {}", *o.scheduler_warmup_steps);
+  }
+  if (o.scheduler_total_steps && *o.scheduler_total_steps < 1) {
+    return Status::Invalid("--scheduler-total-steps must be at least 1, got {}", *o.scheduler_total_steps);
+  }
+  if (!std::isfinite(o.scheduler_num_cosine_cycles) || o.scheduler_num_cosine_cycles < 0) {
+    return Status::Invalid("--scheduler-num-cosine-cycles must be a finite number >= 0, got {}",
+                           o.scheduler_num_cosine_cycles);
+  }
+  if (o.max_steps && *o.max_steps < 1) return Status::Invalid("--max-steps must be at least 1, got {}", *o.max_steps);
+  if (o.num_workers < 0) return Status::Invalid("--num-workers must be at least 0, got {}", o.num_workers);
+  if (o.prefetch_factor < 1) return Status::Invalid("--prefetch-factor must be at least 1, got {}", o.prefetch_factor);
+  return Status::OK();
+}
+
 Status RunTraining(const TrainOptions& options) {
   KeepFreedMemory();
-  Trainer trainer(options);
-  return trainer.Run();
+  StopSignalScope signals;
+  try {
+    Trainer trainer(options);
+    return trainer.Run();
+  } catch (const c10::Error& error) {
+    return Status::Internal("training failed inside libtorch: {}", error.what_without_backtrace());
+  } catch (const std::exception& error) {
+    return Status::Internal("training failed: {}", error.what());
+  }
 }
 
 }  // namespace draftforge::train

@@ -6,6 +6,8 @@
 // train and the rest validate, and hidden-states files keep the global row
 // index. After resuming from the last checkpoint, each epoch trains (AdamW,
 // gradient clipping at norm 1, scheduled learning rate), validates and saves.
+// A run that stops in the middle of an epoch (--max-steps, SIGINT, SIGTERM)
+// saves that epoch as partial, and a resume trains the rest of it.
 #pragma once
 
 #include <cstdint>
@@ -57,7 +59,13 @@ struct TrainOptions {
   std::string device = "auto";  // "auto" (CUDA when available), "cpu", "cuda", "cuda:N"
 };
 
-// Runs the whole training job; errors name the file or option at fault.
+// Checks every numeric option and its range before any work starts; the
+// error names the flag and the value.
+Status ValidateTrainOptions(const TrainOptions& options);
+
+// Runs the whole training job; errors name the file or option at fault. On
+// SIGINT or SIGTERM it saves the current epoch as a partial checkpoint and
+// returns a Cancelled status.
 Status RunTraining(const TrainOptions& options);
 
 }  // namespace draftforge::train
