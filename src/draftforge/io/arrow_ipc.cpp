@@ -6,6 +6,7 @@
 #include <cstring>
 #include <limits>
 
+#include "draftforge/util/bytes.h"
 #include "draftforge/util/fs.h"
 
 namespace draftforge::io::arrow {
@@ -27,12 +28,6 @@ constexpr uint8_t kHeaderDictionaryBatch = 2;
 constexpr uint8_t kHeaderRecordBatch = 3;
 constexpr int kMaxTypeDepth = 32;
 
-template <typename T>
-T LoadLE(const uint8_t* bytes) {
-  T value;
-  std::memcpy(&value, bytes, sizeof(T));
-  return value;
-}
 
 int64_t Pad8(int64_t n) { return (n + 7) & ~int64_t{7}; }
 
@@ -302,8 +297,8 @@ class BatchDecoder {
                              context_, path, next_node_, num_nodes_);
     }
     const uint8_t* node = nodes_ + 16 * next_node_++;
-    *length = LoadLE<int64_t>(node);
-    *null_count = LoadLE<int64_t>(node + 8);
+    *length = LoadLittleEndian<int64_t>(node);
+    *null_count = LoadLittleEndian<int64_t>(node + 8);
     if (*length < 0 || *null_count < 0 || *null_count > *length) {
       return Status::Corrupt("{}: column '{}' has FieldNode length {} and null_count {}",
                              context_, path, *length, *null_count);
@@ -317,8 +312,8 @@ class BatchDecoder {
                              context_, path, next_buffer_, num_buffers_);
     }
     const uint8_t* entry = buffers_ + 16 * next_buffer_++;
-    int64_t offset = LoadLE<int64_t>(entry);
-    int64_t length = LoadLE<int64_t>(entry + 8);
+    int64_t offset = LoadLittleEndian<int64_t>(entry);
+    int64_t length = LoadLittleEndian<int64_t>(entry + 8);
     if (offset < 0 || length < 0 || offset > body_size_ || length > body_size_ - offset) {
       return Status::Corrupt(
           "{}: column '{}' has Buffer (offset {}, length {}) outside the {}-byte body", context_,
@@ -383,7 +378,7 @@ class BatchDecoder {
     int64_t previous = 0;
     for (int64_t i = 0; i <= array.length; ++i) {
       const uint8_t* at = array.offsets.data + i * width;
-      int64_t value = large ? LoadLE<int64_t>(at) : LoadLE<int32_t>(at);
+      int64_t value = large ? LoadLittleEndian<int64_t>(at) : LoadLittleEndian<int32_t>(at);
       if (value < previous || value > limit) {
         return Status::Corrupt(
             "{}: column '{}' has offset {} = {} (previous {}, limit {}); offsets must be "
@@ -455,7 +450,7 @@ class BatchDecoder {
               "entry for it",
               context_, path);
         }
-        int64_t variadic = LoadLE<int64_t>(variadic_ + 8 * next_variadic_++);
+        int64_t variadic = LoadLittleEndian<int64_t>(variadic_ + 8 * next_variadic_++);
         if (variadic < 0) {
           return Status::Corrupt("{}: column '{}' has variadic buffer count {}", context_, path,
                                  variadic);
@@ -574,30 +569,30 @@ int64_t ArrayData::GetInt(int64_t i) const {
   const uint8_t* at = values.data + i * (field->bit_width / 8);
   switch (field->bit_width) {
     case 8:
-      return field->is_signed ? int64_t{LoadLE<int8_t>(at)} : int64_t{LoadLE<uint8_t>(at)};
+      return field->is_signed ? int64_t{LoadLittleEndian<int8_t>(at)} : int64_t{LoadLittleEndian<uint8_t>(at)};
     case 16:
-      return field->is_signed ? int64_t{LoadLE<int16_t>(at)} : int64_t{LoadLE<uint16_t>(at)};
+      return field->is_signed ? int64_t{LoadLittleEndian<int16_t>(at)} : int64_t{LoadLittleEndian<uint16_t>(at)};
     case 32:
-      return field->is_signed ? int64_t{LoadLE<int32_t>(at)} : int64_t{LoadLE<uint32_t>(at)};
+      return field->is_signed ? int64_t{LoadLittleEndian<int32_t>(at)} : int64_t{LoadLittleEndian<uint32_t>(at)};
     default:
-      return LoadLE<int64_t>(at);
+      return LoadLittleEndian<int64_t>(at);
   }
 }
 
 double ArrayData::GetDouble(int64_t i) const {
   if (field->type != TypeTag::kFloatingPoint) {
     if (field->type == TypeTag::kInt && field->bit_width == 64 && !field->is_signed) {
-      return static_cast<double>(LoadLE<uint64_t>(values.data + 8 * i));
+      return static_cast<double>(LoadLittleEndian<uint64_t>(values.data + 8 * i));
     }
     return static_cast<double>(GetInt(i));
   }
   switch (field->precision) {
     case Precision::kHalf:
-      return HalfToFloat(LoadLE<uint16_t>(values.data + 2 * i));
+      return HalfToFloat(LoadLittleEndian<uint16_t>(values.data + 2 * i));
     case Precision::kSingle:
-      return LoadLE<float>(values.data + 4 * i);
+      return LoadLittleEndian<float>(values.data + 4 * i);
     default:
-      return LoadLE<double>(values.data + 8 * i);
+      return LoadLittleEndian<double>(values.data + 8 * i);
   }
 }
 
@@ -610,9 +605,9 @@ std::pair<int64_t, int64_t> ArrayData::GetListRange(int64_t i) const {
   bool large = field->type == TypeTag::kLargeList || field->type == TypeTag::kLargeUtf8 ||
                field->type == TypeTag::kLargeBinary;
   if (large) {
-    return {LoadLE<int64_t>(offsets.data + 8 * i), LoadLE<int64_t>(offsets.data + 8 * (i + 1))};
+    return {LoadLittleEndian<int64_t>(offsets.data + 8 * i), LoadLittleEndian<int64_t>(offsets.data + 8 * (i + 1))};
   }
-  return {LoadLE<int32_t>(offsets.data + 4 * i), LoadLE<int32_t>(offsets.data + 4 * (i + 1))};
+  return {LoadLittleEndian<int32_t>(offsets.data + 4 * i), LoadLittleEndian<int32_t>(offsets.data + 4 * (i + 1))};
 }
 
 int64_t Stream::num_rows() const {
@@ -640,15 +635,15 @@ Result<Stream> ReadStream(std::shared_ptr<const void> storage, const uint8_t* da
                              pos, size - pos);
     }
     int64_t metadata_size = 0;
-    if (LoadLE<uint32_t>(data + pos) == kContinuation) {
+    if (LoadLittleEndian<uint32_t>(data + pos) == kContinuation) {
       if (size - pos < 8) {
         return Status::Corrupt("{}: truncated message length at byte {}", source, pos + 4);
       }
-      metadata_size = LoadLE<int32_t>(data + pos + 4);
+      metadata_size = LoadLittleEndian<int32_t>(data + pos + 4);
       pos += 8;
     } else {
       // Legacy (pre-0.15) framing: the length comes first, without the marker.
-      metadata_size = LoadLE<int32_t>(data + pos);
+      metadata_size = LoadLittleEndian<int32_t>(data + pos);
       pos += 4;
     }
     if (metadata_size == 0) break;  // end-of-stream marker

@@ -4,6 +4,8 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "draftforge/util/bytes.h"
+
 namespace draftforge::io {
 namespace {
 
@@ -23,12 +25,6 @@ constexpr DTypeEntry kDTypes[] = {
     {DType::kF32, "F32", 4},           {DType::kF64, "F64", 8}, {DType::kI64, "I64", 8},
     {DType::kU64, "U64", 8},
 };
-
-uint64_t ReadU64LE(const uint8_t* bytes) {
-  uint64_t value = 0;
-  for (int i = 7; i >= 0; --i) value = (value << 8) | bytes[i];
-  return value;
-}
 
 Result<TensorInfo> ParseTensorEntry(const std::string& path, const std::string& name,
                                     const nlohmann::json& entry) {
@@ -103,7 +99,7 @@ Result<SafetensorsFile> SafetensorsFile::Open(const std::string& path) {
                            "the file is truncated, regenerate it",
                            path, file->size());
   }
-  uint64_t header_size = ReadU64LE(file->data());
+  uint64_t header_size = LoadLittleEndian<uint64_t>(file->data());
   if (header_size > kMaxHeaderBytes) {
     return Status::Corrupt("{}: header length {} exceeds the limit of {} bytes", path, header_size,
                            kMaxHeaderBytes);

@@ -7,6 +7,7 @@
 #include <limits>
 #include <vector>
 
+#include "draftforge/util/bytes.h"
 #include "draftforge/util/fs.h"
 
 namespace draftforge::io {
@@ -23,12 +24,6 @@ constexpr size_t kMaxCommentSize = 65535;
 // CPython's pickler writes SETITEMS batches of this many items.
 constexpr size_t kPickleBatchSize = 1000;
 
-template <typename T>
-T Load(const uint8_t* at) {
-  T value;
-  std::memcpy(&value, at, sizeof(T));
-  return value;
-}
 
 template <typename T>
 void Store(std::string& out, T value) {
@@ -197,7 +192,7 @@ class PickleParser {
     if (data_.size() - pos_ < sizeof(T)) {
       return Status::Corrupt("{}: the pickle is truncated at byte {}", source_, pos_);
     }
-    T value = Load<T>(reinterpret_cast<const uint8_t*>(data_.data()) + pos_);
+    T value = LoadLittleEndian<T>(reinterpret_cast<const uint8_t*>(data_.data()) + pos_);
     pos_ += sizeof(T);
     return value;
   }
@@ -269,7 +264,7 @@ Result<std::vector<ZipEntry>> ReadCentralDirectory(const uint8_t* data, size_t s
                             ? size - kEndOfCentralDirSize - kMaxCommentSize
                             : 0;
   for (size_t at = size - kEndOfCentralDirSize + 1; at-- > lowest;) {
-    if (Load<uint32_t>(data + at) == kEndOfCentralDirSignature) {
+    if (LoadLittleEndian<uint32_t>(data + at) == kEndOfCentralDirSignature) {
       eocd = at;
       break;
     }
@@ -279,25 +274,25 @@ Result<std::vector<ZipEntry>> ReadCentralDirectory(const uint8_t* data, size_t s
                            "torch.save archive (or is truncated)",
                            path);
   }
-  uint64_t entry_count = Load<uint16_t>(data + eocd + 10);
-  uint64_t directory_size = Load<uint32_t>(data + eocd + 12);
-  uint64_t directory_offset = Load<uint32_t>(data + eocd + 16);
+  uint64_t entry_count = LoadLittleEndian<uint16_t>(data + eocd + 10);
+  uint64_t directory_size = LoadLittleEndian<uint32_t>(data + eocd + 12);
+  uint64_t directory_offset = LoadLittleEndian<uint32_t>(data + eocd + 16);
   if (entry_count == 0xffff || directory_size == 0xffffffff || directory_offset == 0xffffffff) {
     // ZIP64: the locator (20 bytes) sits right before the classic record.
-    if (eocd < 20 || Load<uint32_t>(data + eocd - 20) != kZip64LocatorSignature) {
+    if (eocd < 20 || LoadLittleEndian<uint32_t>(data + eocd - 20) != kZip64LocatorSignature) {
       return Status::Corrupt("{}: the end record holds ZIP64 escape values but no ZIP64 locator "
                              "precedes it",
                              path);
     }
-    const uint64_t zip64_end = Load<uint64_t>(data + eocd - 20 + 8);
+    const uint64_t zip64_end = LoadLittleEndian<uint64_t>(data + eocd - 20 + 8);
     if (zip64_end > size || size - zip64_end < 56 ||
-        Load<uint32_t>(data + zip64_end) != kZip64EndSignature) {
+        LoadLittleEndian<uint32_t>(data + zip64_end) != kZip64EndSignature) {
       return Status::Corrupt("{}: the ZIP64 end record at byte {} is missing or damaged", path,
                              zip64_end);
     }
-    entry_count = Load<uint64_t>(data + zip64_end + 32);
-    directory_size = Load<uint64_t>(data + zip64_end + 40);
-    directory_offset = Load<uint64_t>(data + zip64_end + 48);
+    entry_count = LoadLittleEndian<uint64_t>(data + zip64_end + 32);
+    directory_size = LoadLittleEndian<uint64_t>(data + zip64_end + 40);
+    directory_offset = LoadLittleEndian<uint64_t>(data + zip64_end + 48);
   }
   if (directory_offset > size || directory_size > size - directory_offset) {
     return Status::Corrupt("{}: the central directory (offset {}, {} bytes) lies outside the file",
@@ -308,19 +303,19 @@ Result<std::vector<ZipEntry>> ReadCentralDirectory(const uint8_t* data, size_t s
   size_t at = directory_offset;
   const size_t end = directory_offset + directory_size;
   for (uint64_t i = 0; i < entry_count; ++i) {
-    if (end - at < 46 || Load<uint32_t>(data + at) != kCentralHeaderSignature) {
+    if (end - at < 46 || LoadLittleEndian<uint32_t>(data + at) != kCentralHeaderSignature) {
       return Status::Corrupt("{}: central directory entry {} at byte {} is damaged", path, i, at);
     }
     ZipEntry entry;
-    entry.flags = Load<uint16_t>(data + at + 8);
-    entry.method = Load<uint16_t>(data + at + 10);
-    entry.crc32 = Load<uint32_t>(data + at + 16);
-    entry.compressed_size = Load<uint32_t>(data + at + 20);
-    entry.uncompressed_size = Load<uint32_t>(data + at + 24);
-    const uint16_t name_length = Load<uint16_t>(data + at + 28);
-    const uint16_t extra_length = Load<uint16_t>(data + at + 30);
-    const uint16_t comment_length = Load<uint16_t>(data + at + 32);
-    entry.local_header_offset = Load<uint32_t>(data + at + 42);
+    entry.flags = LoadLittleEndian<uint16_t>(data + at + 8);
+    entry.method = LoadLittleEndian<uint16_t>(data + at + 10);
+    entry.crc32 = LoadLittleEndian<uint32_t>(data + at + 16);
+    entry.compressed_size = LoadLittleEndian<uint32_t>(data + at + 20);
+    entry.uncompressed_size = LoadLittleEndian<uint32_t>(data + at + 24);
+    const uint16_t name_length = LoadLittleEndian<uint16_t>(data + at + 28);
+    const uint16_t extra_length = LoadLittleEndian<uint16_t>(data + at + 30);
+    const uint16_t comment_length = LoadLittleEndian<uint16_t>(data + at + 32);
+    entry.local_header_offset = LoadLittleEndian<uint32_t>(data + at + 42);
     if (end - at - 46 < size_t{name_length} + extra_length + comment_length) {
       return Status::Corrupt("{}: central directory entry {} overruns the directory", path, i);
     }
@@ -330,14 +325,14 @@ Result<std::vector<ZipEntry>> ReadCentralDirectory(const uint8_t* data, size_t s
     // 0xFFFFFFFF, in the order uncompressed size, compressed size, offset.
     const uint8_t* extra = data + at + 46 + name_length;
     for (size_t e = 0; e + 4 <= extra_length;) {
-      const uint16_t id = Load<uint16_t>(extra + e);
-      const uint16_t length = Load<uint16_t>(extra + e + 2);
+      const uint16_t id = LoadLittleEndian<uint16_t>(extra + e);
+      const uint16_t length = LoadLittleEndian<uint16_t>(extra + e + 2);
       if (e + 4 + length > extra_length) break;
       if (id == 0x0001) {
         size_t field = e + 4;
         auto take = [&](uint64_t& target) {
           if (target == 0xffffffff && field + 8 <= e + 4 + length) {
-            target = Load<uint64_t>(extra + field);
+            target = LoadLittleEndian<uint64_t>(extra + field);
             field += 8;
           }
         };
@@ -357,14 +352,14 @@ Result<std::string_view> EntryData(const uint8_t* data, size_t size, const ZipEn
                                    const std::string& path) {
   const uint64_t header = entry.local_header_offset;
   if (header > size || size - header < 30 ||
-      Load<uint32_t>(data + header) != kLocalHeaderSignature) {
+      LoadLittleEndian<uint32_t>(data + header) != kLocalHeaderSignature) {
     return Status::Corrupt("{}: the local header of '{}' at byte {} is missing", path, entry.name,
                            header);
   }
   // Only the name and extra lengths come from the local header: torch.save's
   // writer leaves CRC and sizes zero there (data descriptor follows).
   const uint64_t start =
-      header + 30 + Load<uint16_t>(data + header + 26) + Load<uint16_t>(data + header + 28);
+      header + 30 + LoadLittleEndian<uint16_t>(data + header + 26) + LoadLittleEndian<uint16_t>(data + header + 28);
   if (start > size || entry.compressed_size > size - start) {
     return Status::Corrupt("{}: the data of '{}' ({} bytes at byte {}) runs past the end of the "
                            "file",
@@ -509,7 +504,7 @@ Result<std::map<int64_t, int64_t>> ReadTokenFreq(const std::string& path) {
   DF_ASSIGN_OR_RAISE(std::shared_ptr<MappedFile> file, MappedFile::Open(path));
   const uint8_t* data = file->data();
   const size_t size = file->size();
-  if (size < 4 || Load<uint32_t>(data) != kLocalHeaderSignature) {
+  if (size < 4 || LoadLittleEndian<uint32_t>(data) != kLocalHeaderSignature) {
     return Status::Invalid("{}: not a ZIP archive (torch.save files start with 'PK\\x03\\x04'); "
                            "legacy pre-1.6 torch.save files are not supported",
                            path);
