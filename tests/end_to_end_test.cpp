@@ -117,7 +117,7 @@ TEST(EndToEnd, StoriesSlicePrepareGenerateTrain) {
   EXPECT_EQ(config["draft_vocab_size"], 128);
   EXPECT_EQ(config["eagle_aux_hidden_state_layer_ids"], nlohmann::json({1, 2, 3}));
 
-  // The metrics log holds training steps and one validation record per epoch.
+  // The metrics log contains training steps and one validation record per epoch.
   int validation_records = 0;
   int train_records = 0;
   for (const auto& record : ReadJsonLines(logs / "metrics.jsonl")) {

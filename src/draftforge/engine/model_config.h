@@ -50,8 +50,8 @@ struct ModelConfig {
 std::vector<int64_t> DefaultLayerIds(int64_t num_hidden_layers);
 
 // Lists the safetensors files of a checkpoint directory: the shards named in
-// model.safetensors.index.json, else model.safetensors. NotFound says which
-// files were looked for.
+// model.safetensors.index.json, else model.safetensors. The NotFound error
+// names the files that were looked for.
 Result<std::vector<std::string>> ListWeightFiles(const std::string& model_dir);
 
 }  // namespace draftforge::engine

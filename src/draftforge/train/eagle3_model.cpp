@@ -103,7 +103,8 @@ Eagle3DraftModel::Eagle3DraftModel(const DraftConfig& config, const torch::Tenso
   verifier_lm_head = torch::full({config.draft_vocab_size, hidden}, nan, options);
   verifier_norm = torch::ones({hidden}, options);
 
-  // MakeDraftConfig has validated the RoPE parameters, so this cannot fail.
+  // MakeDraftConfig validates the RoPE parameters; for a config built any
+  // other way, ValueOrDie throws on unsupported ones.
   std::vector<double> frequencies =
       RopeInverseFrequencies(config.head_dim, config.rope_theta, config.rope_scaling).ValueOrDie();
   inv_freq_ = torch::tensor(frequencies, torch::TensorOptions().dtype(torch::kFloat64)).to(options);

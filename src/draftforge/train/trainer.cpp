@@ -269,7 +269,7 @@ class Trainer {
   Status Run();
 
  private:
-  // How a call of TrainEpoch ended.
+  // Reason a call of TrainEpoch returned.
   enum class EpochEnd { kComplete, kMaxSteps, kSignal };
 
   Status Setup();
