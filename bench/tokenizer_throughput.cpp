@@ -24,7 +24,7 @@ namespace {
 
 std::vector<std::string> LoadConversationTexts(const std::string& path) {
   std::ifstream in(path);
-  if (!in) throw std::runtime_error("cannot open " + path);
+  if (!in) throw std::runtime_error("failed to open " + path);
   const nlohmann::json data = nlohmann::json::parse(in);
   std::vector<std::string> texts;
   for (const auto& record : data) {

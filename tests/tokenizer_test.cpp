@@ -258,7 +258,7 @@ TEST(Tokenizer, Qwen3NfdInputGivesNfcIds) {
   EXPECT_EQ(encoding->offsets[0], (std::pair<int64_t, int64_t>{0, 1}));
 }
 
-TEST(Tokenizer, Llama3BeginOfTextInTextIsOneId) {
+TEST(Tokenizer, Llama3BosInTextIsOneId) {
   DF_REQUIRE_SHARED(path, "tokenizers/llama3_1/tokenizer.json");
   const Tokenizer* tokenizer = LoadShared("llama3_1");
   ASSERT_NE(tokenizer, nullptr);
