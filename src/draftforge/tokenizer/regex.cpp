@@ -134,7 +134,9 @@ void Regex::FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>
                                                 state.match_data, state.context)
                               : pcre2_match(code_->code, subject, text.size(), start,
                                             PCRE2_NO_UTF_CHECK, state.match_data, state.context);
-    if (rc < 0) break;  // PCRE2_ERROR_NOMATCH, or a resource limit on pathological input
+    // NOTE: a PCRE2 resource-limit error ends the scan like "no match", so the
+    // rest of the text stays one piece; no tested input reaches the limits.
+    if (rc < 0) break;
     const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(state.match_data);
     const size_t match_start = ovector[0];
     const size_t match_end = ovector[1];
