@@ -145,15 +145,26 @@ TEST(Prepare, BadLossMaskValueFails) {
       << summary.status().message();
 }
 
-TEST(Prepare, ChatRecordsAreUnimplemented) {
+TEST(Prepare, ChatAfterPreTokenizedFails) {
+  TempDir dir;
+  auto input = WriteInput(dir, "mixed.jsonl",
+                          "{\"input_ids\": [1, 2]}\n"
+                          "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n");
+  auto summary = RunPrepare(Options(dir, {input}));
+  ASSERT_FALSE(summary.ok());
+  EXPECT_NE(summary.status().message().find("mixed.jsonl:2: the record has 'messages' (chat data)"),
+            std::string::npos)
+      << summary.status().message();
+}
+
+TEST(Prepare, ChatWithoutModelFails) {
   TempDir dir;
   auto input = WriteInput(dir, "chat.jsonl",
                           "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n");
   auto summary = RunPrepare(Options(dir, {input}));
   ASSERT_FALSE(summary.ok());
-  EXPECT_EQ(summary.status().code(), StatusCode::kUnimplemented);
-  EXPECT_NE(summary.status().message().find("chat templates are not supported yet"),
-            std::string::npos);
+  EXPECT_NE(summary.status().message().find("chat data needs --model DIR"), std::string::npos)
+      << summary.status().message();
 }
 
 TEST(Prepare, RecordWithoutInputIdsFails) {

@@ -11,6 +11,8 @@
 #include <memory>
 #include <random>
 
+#include "draftforge/data/chat_prepare.h"
+#include "draftforge/data/record_index.h"
 #include "draftforge/data/token_dataset.h"
 #include "draftforge/engine/model_config.h"
 #include "draftforge/io/token_freq.h"
@@ -61,10 +63,10 @@ Result<const char*> ParseRecord(simdjson::ondemand::object object, const std::st
       return Status::Invalid("{}: malformed JSON (bad object key)", where);
     }
     if (key == "conversations" || key == "messages") {
-      return Status::Unimplemented(
-          "{}: the record has '{}' (chat data); chat templates are not supported yet, so "
-          "prepare accepts only pre-tokenized records with 'input_ids' and optional "
-          "'loss_mask'",
+      return Status::Invalid(
+          "{}: the record has '{}' (chat data) but the run reads pre-tokenized records, "
+          "because the first record of the first --data file is pre-tokenized; prepare chat and "
+          "pre-tokenized files in separate runs",
           where, key);
     }
     const bool is_ids = key == "input_ids";
@@ -322,6 +324,12 @@ Result<PrepareSummary> RunPrepare(const PrepareOptions& options) {
   if (!options.overwrite && HasArrowFiles(options.output_dir)) {
     summary.output_existed = true;
     return summary;
+  }
+
+  // Chat data takes its own path; the first record of the first source decides.
+  {
+    DF_ASSIGN_OR_RAISE(RecordIndex index, RecordIndex::Build(options.data_files.front()));
+    if (index.size() > 0 && LooksLikeChatRecord(index.record(0))) return RunChatPrepare(options);
   }
 
   int64_t vocab_size = 0;

@@ -1,4 +1,4 @@
-// `prepare` for pre-tokenized data: JSON or JSONL records with `input_ids`
+// `prepare` for pre-tokenized data (and the entry point for chat data): JSON or JSONL records with `input_ids`
 // and an optional `loss_mask` become a prepared dataset directory
 // (save_to_disk shards, state.json, dataset_info.json) plus token_freq.pt.
 //
@@ -13,7 +13,9 @@
 // Input checks. These fail the run before anything is written: unreadable
 // or malformed JSON (reported as file:line), a record that is not an object
 // or has no integer-array `input_ids`, and chat records with `conversations`
-// or `messages` (Unimplemented). A token id outside [0, vocab_size), or a
+// or `messages` after pre-tokenized ones. When the first record of the first
+// file is a chat record, RunPrepare hands the run to RunChatPrepare
+// (chat_prepare.h) instead. A token id outside [0, vocab_size), or a
 // negative one when no model is given, also fails the run. So do loss_mask
 // values other than 0, 1, true and false, and an input with no row left.
 // These skip the record and count it: empty input_ids, a loss_mask whose
@@ -41,6 +43,15 @@ struct PrepareOptions {
   std::string token_freq_path;  // empty: <output_dir>/token_freq.pt
   bool overwrite = false;
   bool show_progress = true;
+
+  // Chat data only (see chat_prepare.h).
+  std::string assistant_pattern;        // empty: generation markers, else a detected pattern
+  std::string chat_template_path;       // empty: the model directory's template
+  std::string chat_template_kwargs;     // JSON object of extra template variables
+  bool unknown_roles_as_assistant = false;  // false: drop turns with other roles
+  bool turn_dropout = false;
+  int num_workers = 0;                  // 0: one per hardware thread
+  bool show_sample = true;              // log one row with its trained tokens marked
 };
 
 // Skip reasons, as printed in the summary.
@@ -58,6 +69,11 @@ struct PrepareSummary {
   std::map<std::string, int64_t> skipped;  // reason -> count
   std::string token_freq_path;
   bool token_freq_written = false;  // false when the file existed already
+
+  // Chat data only.
+  std::string mask_method;              // how the loss masks were derived
+  int64_t unknown_role_turns = 0;       // turns whose role was not user/assistant/system/tool
+  int64_t mask_fallbacks = 0;           // conversations whose generation markers covered nothing
 
   // Multi-line report for the log.
   std::string ToString() const;

@@ -10,6 +10,9 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -58,5 +61,38 @@ class TokenDataset {
 // loss_mask as list<int64>, state.json with _format_type "torch", and the
 // minimal dataset_info.json. Files are written atomically.
 Status WriteTokenDataset(const std::string& dir, const TokenDataset& dataset);
+
+// Writes a prepared dataset without holding its rows in memory. Append()
+// stores each row in a temporary spool file inside `dir` (8 bytes of index
+// per row stay in memory); Finish(order) writes the rows in that order, in the
+// layout WriteTokenDataset produces. The spool file is removed when the writer
+// is destroyed, whether or not Finish ran.
+class TokenDatasetWriter {
+ public:
+  static Result<std::unique_ptr<TokenDatasetWriter>> Open(const std::string& dir);
+  ~TokenDatasetWriter();
+  TokenDatasetWriter(const TokenDatasetWriter&) = delete;
+  TokenDatasetWriter& operator=(const TokenDatasetWriter&) = delete;
+
+  Status Append(std::span<const int64_t> ids, std::span<const uint8_t> mask);
+  int64_t num_rows() const { return static_cast<int64_t>(row_lengths_.size()); }
+  int64_t seq_len(int64_t row) const { return row_lengths_[row]; }
+  int64_t total_tokens() const { return total_tokens_; }
+
+  // Writes the rows listed in `order` (indices into the appended rows) and
+  // calls `visit`, when given, on each written row in output order.
+  using RowVisitor = std::function<void(std::span<const int64_t> ids, std::span<const uint8_t> mask)>;
+  Status Finish(const std::vector<int64_t>& order, const RowVisitor& visit = nullptr);
+
+ private:
+  TokenDatasetWriter() = default;
+  std::string dir_;
+  std::string spool_path_;
+  std::FILE* spool_ = nullptr;
+  int64_t spool_bytes_ = 0;
+  int64_t total_tokens_ = 0;
+  std::vector<int64_t> row_offsets_;
+  std::vector<int64_t> row_lengths_;
+};
 
 }  // namespace draftforge::data

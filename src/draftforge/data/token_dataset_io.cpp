@@ -6,6 +6,10 @@
 #include <cstring>
 #include <filesystem>
 #include <regex>
+#include <functional>
+#include <cerrno>
+#include <cstdio>
+#include <unistd.h>
 
 #include "draftforge/data/hf_dataset.h"
 #include "draftforge/data/token_dataset.h"
@@ -117,15 +121,28 @@ std::vector<arrow::WriteArray> BuildBatch(const TokenDataset& dataset, int64_t b
   return columns;
 }
 
-Status WriteShard(const std::string& path, const TokenDataset& dataset, int64_t begin,
-                  int64_t end) {
+// Returns rows [begin, end) of the dataset being written, in output order.
+using RowChunkLoader = std::function<Result<TokenDataset>(int64_t begin, int64_t end)>;
+
+// Writes rows [begin, end) as one shard and folds them into `fingerprint`.
+Status WriteShard(const std::string& path, const RowChunkLoader& load, int64_t begin, int64_t end,
+                  uint64_t* fingerprint) {
   DF_ASSIGN_OR_RAISE(auto file, AtomicFileWriter::Open(path));
   arrow::StreamWriter writer([&file](std::string_view bytes) { return file->Append(bytes); },
                              PreparedSchema());
   DF_RETURN_NOT_OK(writer.Begin());
   for (int64_t row = begin; row < end; row += kRowsPerBatch) {
     const int64_t batch_end = std::min(end, row + kRowsPerBatch);
-    DF_RETURN_NOT_OK(writer.WriteBatch(batch_end - row, BuildBatch(dataset, row, batch_end)));
+    DF_ASSIGN_OR_RAISE(TokenDataset chunk, load(row, batch_end));
+    for (int64_t r = 0; r < chunk.num_rows(); ++r) {
+      auto ids = chunk.input_ids(r);
+      auto mask = chunk.loss_mask(r);
+      *fingerprint = Fnv1a(*fingerprint, ids.data(), ids.size_bytes());
+      *fingerprint = Fnv1a(*fingerprint, mask.data(), mask.size_bytes());
+      const int64_t length = static_cast<int64_t>(ids.size());
+      *fingerprint = Fnv1a(*fingerprint, &length, sizeof(length));
+    }
+    DF_RETURN_NOT_OK(writer.WriteBatch(batch_end - row, BuildBatch(chunk, 0, chunk.num_rows())));
   }
   DF_RETURN_NOT_OK(writer.Finish());
   return file->Commit();
@@ -239,29 +256,29 @@ Result<TokenDataset> TokenDataset::Open(const std::string& dir) {
   return dataset;
 }
 
-Status WriteTokenDataset(const std::string& dir, const TokenDataset& dataset) {
-  DF_RETURN_NOT_OK(CreateDirectories(dir));
-  const int64_t rows = dataset.num_rows();
-  const int64_t tokens = dataset.total_tokens();
+namespace {
 
+// Writes `rows` rows holding `tokens` tokens, fetched in chunks from `load`,
+// as save_to_disk shards plus state.json and dataset_info.json.
+Status WriteRows(const std::string& dir, int64_t rows, int64_t tokens, const RowChunkLoader& load) {
+  DF_RETURN_NOT_OK(CreateDirectories(dir));
   // datasets' shard count: floor(estimated table bytes / 500 MB) + 1, at most
   // one shard per row. An empty dataset still gets one (empty) shard so that
   // the directory loads.
   const int64_t table_bytes = 2 * (4 * (rows + 1) + 8 * tokens) + 8 * rows;
   const int64_t num_shards = std::max<int64_t>(1, std::min(rows, table_bytes / kMaxShardBytes + 1));
-
   std::vector<std::string> shard_names;
+  uint64_t fingerprint = 0xcbf29ce484222325ULL;
   const int64_t div = rows / num_shards;
   const int64_t mod = rows % num_shards;
   for (int64_t k = 0; k < num_shards; ++k) {
     const int64_t begin = k * div + std::min(k, mod);
     const int64_t end = begin + div + (k < mod ? 1 : 0);
     std::string name = fmt::format("data-{:05d}-of-{:05d}.arrow", k, num_shards);
-    DF_RETURN_NOT_OK(WriteShard((fs::path(dir) / name).string(), dataset, begin, end)
+    DF_RETURN_NOT_OK(WriteShard((fs::path(dir) / name).string(), load, begin, end, &fingerprint)
                          .WithContext(fmt::format("writing shard {} of {}", name, dir)));
     shard_names.push_back(std::move(name));
   }
-
   // Shards of an earlier, differently sharded write would be ignored by the
   // loader but confuse people and globbing tools, so remove them.
   static const std::regex kShardName(R"(data-\d{5}-of-\d{5}\.arrow)");
@@ -273,20 +290,90 @@ Status WriteTokenDataset(const std::string& dir, const TokenDataset& dataset) {
       fs::remove(entry.path(), error);
     }
   }
-
-  uint64_t fingerprint = 0xcbf29ce484222325ULL;
-  for (int64_t r = 0; r < rows; ++r) {
-    auto ids = dataset.input_ids(r);
-    auto mask = dataset.loss_mask(r);
-    fingerprint = Fnv1a(fingerprint, ids.data(), ids.size_bytes());
-    fingerprint = Fnv1a(fingerprint, mask.data(), mask.size_bytes());
-    const int64_t length = static_cast<int64_t>(ids.size());
-    fingerprint = Fnv1a(fingerprint, &length, sizeof(length));
-  }
   DF_RETURN_NOT_OK(WriteFileAtomic((fs::path(dir) / "dataset_info.json").string(),
                                    DatasetInfoJson()));
   return WriteFileAtomic((fs::path(dir) / "state.json").string(),
                          StateJson(shard_names, fingerprint));
+}
+
+constexpr const char* kSpoolName = ".draftforge-prepare.spool";
+
+}  // namespace
+
+Status WriteTokenDataset(const std::string& dir, const TokenDataset& dataset) {
+  auto load = [&dataset](int64_t begin, int64_t end) -> Result<TokenDataset> {
+    TokenDataset chunk;
+    for (int64_t r = begin; r < end; ++r) chunk.AppendRow(dataset.input_ids(r), dataset.loss_mask(r));
+    return chunk;
+  };
+  return WriteRows(dir, dataset.num_rows(), dataset.total_tokens(), load);
+}
+
+Result<std::unique_ptr<TokenDatasetWriter>> TokenDatasetWriter::Open(const std::string& dir) {
+  DF_RETURN_NOT_OK(CreateDirectories(dir));
+  std::unique_ptr<TokenDatasetWriter> writer(new TokenDatasetWriter());
+  writer->dir_ = dir;
+  writer->spool_path_ = (fs::path(dir) / kSpoolName).string();
+  writer->spool_ = std::fopen(writer->spool_path_.c_str(), "w+b");
+  if (writer->spool_ == nullptr) {
+    return Status::IOError("cannot create the temporary file {}: {}", writer->spool_path_, std::strerror(errno));
+  }
+  return writer;
+}
+
+TokenDatasetWriter::~TokenDatasetWriter() {
+  if (spool_ != nullptr) std::fclose(spool_);
+  std::error_code error;
+  if (!spool_path_.empty()) fs::remove(spool_path_, error);
+}
+
+Status TokenDatasetWriter::Append(std::span<const int64_t> ids, std::span<const uint8_t> mask) {
+  if (ids.size() != mask.size()) {
+    return Status::Internal("TokenDatasetWriter::Append: {} ids but {} mask values", ids.size(), mask.size());
+  }
+  const int64_t length = static_cast<int64_t>(ids.size());
+  row_offsets_.push_back(spool_bytes_);
+  row_lengths_.push_back(length);
+  bool ok = std::fwrite(&length, sizeof(length), 1, spool_) == 1;
+  ok = ok && (length == 0 || std::fwrite(ids.data(), sizeof(int64_t), ids.size(), spool_) == ids.size());
+  ok = ok && (length == 0 || std::fwrite(mask.data(), 1, mask.size(), spool_) == mask.size());
+  if (!ok) return Status::IOError("write failed on {}: {}", spool_path_, std::strerror(errno));
+  spool_bytes_ += static_cast<int64_t>(sizeof(length) + length * (sizeof(int64_t) + 1));
+  total_tokens_ += length;
+  return Status::OK();
+}
+
+Status TokenDatasetWriter::Finish(const std::vector<int64_t>& order, const RowVisitor& visit) {
+  if (std::fflush(spool_) != 0) return Status::IOError("write failed on {}: {}", spool_path_, std::strerror(errno));
+  int64_t tokens = 0;
+  for (int64_t row : order) {
+    if (row < 0 || row >= num_rows()) {
+      return Status::Internal("TokenDatasetWriter::Finish: row {} outside [0, {})", row, num_rows());
+    }
+    tokens += row_lengths_[row];
+  }
+  const int fd = fileno(spool_);
+  auto load = [&](int64_t begin, int64_t end) -> Result<TokenDataset> {
+    TokenDataset chunk;
+    std::vector<int64_t> ids;
+    std::vector<uint8_t> mask;
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t row = order[i];
+      const int64_t length = row_lengths_[row];
+      ids.resize(length);
+      mask.resize(length);
+      const off_t base = static_cast<off_t>(row_offsets_[row] + sizeof(int64_t));
+      const size_t id_bytes = length * sizeof(int64_t);
+      if (pread(fd, ids.data(), id_bytes, base) != static_cast<ssize_t>(id_bytes) ||
+          pread(fd, mask.data(), length, base + static_cast<off_t>(id_bytes)) != static_cast<ssize_t>(length)) {
+        return Status::IOError("read failed on {}: {}", spool_path_, std::strerror(errno));
+      }
+      chunk.AppendRow(ids, mask);
+      if (visit) visit(ids, mask);
+    }
+    return chunk;
+  };
+  return WriteRows(dir_, static_cast<int64_t>(order.size()), tokens, load);
 }
 
 }  // namespace draftforge::data
