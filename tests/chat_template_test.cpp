@@ -303,6 +303,19 @@ TEST(ChatTemplateSemantics, StringMethods) {
   EXPECT_EQ(RenderText("{{ '{} and {name}'.format(1, name='two') }}|{{ '%s-%d' % ('a', 3) }}"), "1 and two|a-3");
 }
 
+TEST(ChatTemplateSemantics, PythonCornerCases) {
+  EXPECT_EQ(RenderText("{% macro m(a) %}{{ varargs }}{{ kwargs }}{% endmacro %}{{ m(1, 2, k=3) }}"), "(2,){'k': 3}");
+  EXPECT_EQ(RenderText("{{ 'straße'.upper() }} {{ 'ﬁ' | upper }}"), "STRASSE FI");
+  EXPECT_EQ(RenderText("{{ '%s' % messages[0] }}|{{ '%(a)s-%(b)d' % {'a': 'A', 'b': 2} }}|{{ '%.2f%%' % 12.345 }}"),
+            "{'role': 'user', 'content': 'hi'}|A-2|12.35%");
+  EXPECT_EQ(RenderText("{{ 2 ** 3 ** 2 }} {{ -2 ** 2 }} {{ 1 < 2 < 3 }} {{ [1, 2] == (1, 2) }} {{ 1 == 1.0 }}"),
+            "64 4 True False True");
+  EXPECT_EQ(RenderText("{{ {'a': {'b': [1, {'c': 2}]}}['a']['b'][1] }} {{ \"}}\" }}"), "{'c': 2} }}");
+  EXPECT_EQ(RenderErrorType("{{ range(200000) | length }}"), "OverflowError");
+  EXPECT_EQ(RenderErrorType("{{ 3 is divisibleby 0 }}"), "ZeroDivisionError");
+  EXPECT_EQ(RenderErrorType("{{ 1 // 0 }}"), "ZeroDivisionError");
+}
+
 TEST(ChatTemplateSemantics, UndefinedBehaviour) {
   EXPECT_EQ(RenderText("[{{ missing }}]{% for x in missing %}no{% endfor %}{{ missing is defined }}"),
             "[]False");

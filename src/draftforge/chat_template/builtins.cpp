@@ -773,9 +773,10 @@ const std::unordered_map<std::string, TestFn>& Tests() {
        }},
       {"divisibleby", [](const Value& v, CallArgs& c, Interpreter&) {
          const Value& n = TestArgument(c, "divisibleby");
-         if (!v.is_integral() || !n.is_integral() || n.as_int() == 0) {
-           ThrowError(ErrorType::kTypeError, "test 'divisibleby' requires non-zero integers");
+         if (!v.is_integral() || !n.is_integral()) {
+           ThrowError(ErrorType::kTypeError, "test 'divisibleby' requires integers");
          }
+         if (n.as_int() == 0) ThrowError(ErrorType::kZeroDivisionError, "integer modulo by zero");
          return v.as_int() % n.as_int() == 0;
        }},
       {"eq", [](const Value& v, CallArgs& c, Interpreter&) { return ValuesEqual(v, TestArgument(c, "eq")); }},
@@ -1265,7 +1266,7 @@ std::vector<std::pair<std::string, Value>> BuiltinGlobals() {
                          for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
                            // jinja2.sandbox.MAX_RANGE
                            if (items.size() >= 100000) {
-                             ThrowError(ErrorType::kTemplateError,
+                             ThrowError(ErrorType::kOverflowError,
                                         "Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).");
                            }
                            items.push_back(Value::Int(i));
@@ -1304,7 +1305,9 @@ std::string PercentFormat(const std::string& format, const Value& args) {
   if (args.is_tuple()) {
     values = args.items();
   } else if (args.is_dict()) {
+    // A mapping serves "%(name)s" fields, and a plain "%s" formats it whole.
     mapping = &args;
+    values.push_back(args);
   } else {
     values.push_back(args);
   }

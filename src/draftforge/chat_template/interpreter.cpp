@@ -267,7 +267,7 @@ Value Interpreter::InvokeMacro(const Node& node, const std::shared_ptr<Frame>& c
                                              : Value::Undefined(fmt::format(
                                                    "parameter '{}' was not provided", param.name)));
   }
-  frame->vars.emplace_back("varargs", Value::List(std::move(varargs)));
+  frame->vars.emplace_back("varargs", Value::Tuple(std::move(varargs)));
   frame->vars.emplace_back("kwargs", kwargs);
   if (!caller_value.is_undefined()) frame->vars.emplace_back("caller", caller_value);
 

@@ -20,6 +20,7 @@ const char* ErrorTypeName(ErrorType type) {
     case ErrorType::kIndexError: return "IndexError";
     case ErrorType::kValueError: return "ValueError";
     case ErrorType::kZeroDivisionError: return "ZeroDivisionError";
+    case ErrorType::kOverflowError: return "OverflowError";
     case ErrorType::kUnsupported: return "Unsupported";
   }
   return "TemplateError";

@@ -37,6 +37,7 @@ enum class ErrorType {
   kIndexError,
   kValueError,
   kZeroDivisionError,
+  kOverflowError,
   kUnsupported,        // a valid Jinja feature this engine does not implement
 };
 
