@@ -1174,9 +1174,9 @@ Value StrMethodBound(const Value& s, const std::string& name, CallArgs& call, In
   return StrMethod(s.str(), name, call, interp);
 }
 
-std::string NoAttributeMessage(const Value& object, const std::string& name) {
-  std::string type = object.is_none() ? "None" : object.TypeName() + " object";
-  return fmt::format("{} has no attribute {}", StringRepr(type), StringRepr(name));
+// Jinja's object_type_repr: "None", or "<type> object".
+std::string ObjectTypeRepr(const Value& object) {
+  return object.is_none() ? "None" : object.TypeName() + " object";
 }
 
 Value MakeJoiner(CallArgs& call, Interpreter&) {
@@ -1237,7 +1237,7 @@ Value GetBuiltinAttribute(const Value& object, const std::string& name) {
     default:
       break;
   }
-  return Value::Undefined(NoAttributeMessage(object, name));
+  return Value::MissingAttribute(ObjectTypeRepr(object), name);
 }
 
 std::vector<std::pair<std::string, Value>> BuiltinGlobals() {

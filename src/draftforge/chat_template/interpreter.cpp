@@ -172,30 +172,39 @@ Interpreter::Flow Interpreter::ExecFor(const Node& node) {
     frame_->parent = saved;
     AssignTarget(node.target, items[static_cast<size_t>(i)]);
 
+    // The keys are distinct, so they are appended without Set()'s search.
+    static const std::vector<Value> kLoopKeys = {
+        Value::String("index"),    Value::String("index0"), Value::String("revindex"),
+        Value::String("revindex0"), Value::String("first"), Value::String("last"),
+        Value::String("length"),   Value::String("depth"),  Value::String("depth0"),
+        Value::String("previtem"), Value::String("nextitem"), Value::String("cycle"),
+        Value::String("changed")};
     Value loop = Value::Dict();
-    loop.Set("index", Value::Int(i + 1));
-    loop.Set("index0", Value::Int(i));
-    loop.Set("revindex", Value::Int(length - i));
-    loop.Set("revindex0", Value::Int(length - i - 1));
-    loop.Set("first", Value::Bool(i == 0));
-    loop.Set("last", Value::Bool(i == length - 1));
-    loop.Set("length", Value::Int(length));
-    loop.Set("depth", Value::Int(1));
-    loop.Set("depth0", Value::Int(0));
-    loop.Set("previtem", i > 0 ? items[static_cast<size_t>(i - 1)]
-                               : Value::Undefined("there is no previous item"));
-    loop.Set("nextitem", i + 1 < length ? items[static_cast<size_t>(i + 1)]
-                                        : Value::Undefined("there is no next item"));
-    loop.Set("cycle", Value::Function("cycle", [i](CallArgs& args, Interpreter&) {
-               if (args.positional.empty()) ThrowError(ErrorType::kTypeError, "no items for cycling given");
-               return args.positional[static_cast<size_t>(i) % args.positional.size()];
-             }));
-    loop.Set("changed", Value::Function("changed", [last_changed](CallArgs& args, Interpreter&) {
-               Value current = Value::Tuple(args.positional);
-               if (*last_changed && ValuesEqual(**last_changed, current)) return Value::Bool(false);
-               *last_changed = current;
-               return Value::Bool(true);
-             }));
+    auto& entries = loop.mutable_dict().items;
+    entries.reserve(kLoopKeys.size());
+    size_t key = 0;
+    auto add = [&](Value value) { entries.emplace_back(kLoopKeys[key++], std::move(value)); };
+    add(Value::Int(i + 1));
+    add(Value::Int(i));
+    add(Value::Int(length - i));
+    add(Value::Int(length - i - 1));
+    add(Value::Bool(i == 0));
+    add(Value::Bool(i == length - 1));
+    add(Value::Int(length));
+    add(Value::Int(1));
+    add(Value::Int(0));
+    add(i > 0 ? items[static_cast<size_t>(i - 1)] : Value::Undefined("there is no previous item"));
+    add(i + 1 < length ? items[static_cast<size_t>(i + 1)] : Value::Undefined("there is no next item"));
+    add(Value::Function("cycle", [i](CallArgs& args, Interpreter&) {
+      if (args.positional.empty()) ThrowError(ErrorType::kTypeError, "no items for cycling given");
+      return args.positional[static_cast<size_t>(i) % args.positional.size()];
+    }));
+    add(Value::Function("changed", [last_changed](CallArgs& args, Interpreter&) {
+      Value current = Value::Tuple(args.positional);
+      if (*last_changed && ValuesEqual(**last_changed, current)) return Value::Bool(false);
+      *last_changed = current;
+      return Value::Bool(true);
+    }));
     frame_->vars.emplace_back("loop", std::move(loop));
 
     Flow flow = ExecList(node.body);

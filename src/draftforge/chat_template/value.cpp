@@ -32,8 +32,23 @@ void ThrowError(ErrorType type, std::string message) {
 
 Value Value::Undefined(std::string message, ErrorType error) {
   Value v;
-  v.undefined_ = std::make_shared<UndefinedInfo>(UndefinedInfo{std::move(message), error});
+  v.undefined_ = std::make_shared<UndefinedInfo>();
+  v.undefined_->message = std::move(message);
+  v.undefined_->error = error;
   return v;
+}
+
+Value Value::MissingAttribute(std::string owner, std::string attribute) {
+  Value v;
+  v.undefined_ = std::make_shared<UndefinedInfo>();
+  v.undefined_->owner = std::move(owner);
+  v.undefined_->attribute = std::move(attribute);
+  return v;
+}
+
+std::string UndefinedInfo::Message() const {
+  if (owner.empty()) return message;
+  return fmt::format("{} has no attribute {}", StringRepr(owner), StringRepr(attribute));
 }
 
 Value Value::None() {
@@ -143,13 +158,17 @@ Value Value::FromJson(const nlohmann::ordered_json& json) {
 }
 
 const UndefinedInfo& Value::undefined_info() const {
-  static const UndefinedInfo kPlain{"value is undefined", ErrorType::kUndefinedError};
+  static const UndefinedInfo kPlain = [] {
+    UndefinedInfo info;
+    info.message = "value is undefined";
+    return info;
+  }();
   return undefined_ ? *undefined_ : kPlain;
 }
 
 void Value::ThrowUndefined() const {
   const UndefinedInfo& info = undefined_info();
-  ThrowError(info.error, info.message);
+  ThrowError(info.error, info.Message());
 }
 
 bool Value::Truthy() const {

@@ -87,9 +87,16 @@ struct Callable {
 
 // Why a value is undefined: the text of the UndefinedError (or SecurityError)
 // raised when the value is used beyond printing, testing and iterating.
+// Templates test for missing attributes far more often than they fail on
+// them, so a missing attribute stores its owner's type and name and the
+// message is formatted only when raised.
 struct UndefinedInfo {
   std::string message;
   ErrorType error = ErrorType::kUndefinedError;
+  std::string owner;      // Jinja's object_type_repr of the object, e.g. "dict object"
+  std::string attribute;  // the missing attribute, when `owner` is set
+
+  std::string Message() const;
 };
 
 class Value {
@@ -97,6 +104,8 @@ class Value {
   Value() : kind_(ValueKind::kUndefined) {}
 
   static Value Undefined(std::string message, ErrorType error = ErrorType::kUndefinedError);
+  // "'<owner>' has no attribute '<attribute>'", formatted when raised.
+  static Value MissingAttribute(std::string owner, std::string attribute);
   static Value None();
   static Value Bool(bool b);
   static Value Int(int64_t i);
