@@ -311,6 +311,9 @@ TEST(ChatTemplateSemantics, PythonCornerCases) {
   EXPECT_EQ(RenderText("{{ 2 ** 3 ** 2 }} {{ -2 ** 2 }} {{ 1 < 2 < 3 }} {{ [1, 2] == (1, 2) }} {{ 1 == 1.0 }}"),
             "64 4 True False True");
   EXPECT_EQ(RenderText("{{ {'a': {'b': [1, {'c': 2}]}}['a']['b'][1] }} {{ \"}}\" }}"), "{'c': 2} }}");
+  EXPECT_EQ(RenderText("{{ 3 ** 5 }} {{ 1 ** 4000000000000000000 }}"), "243 1");
+  // Python's result is exact; int64 overflow falls back to a float instead of wrapping.
+  EXPECT_TRUE(RenderSource("{{ 9223372036854775807 + 1 }}{{ 3 ** 100 }}").ok());
   EXPECT_EQ(RenderErrorType("{{ range(200000) | length }}"), "OverflowError");
   EXPECT_EQ(RenderErrorType("{{ 3 is divisibleby 0 }}"), "ZeroDivisionError");
   EXPECT_EQ(RenderErrorType("{{ 1 // 0 }}"), "ZeroDivisionError");

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -186,7 +187,7 @@ std::optional<double> ParsePythonFloat(std::string s) {
   double v = std::strtod(s.c_str(), &end);
   if (end != s.c_str() + s.size()) return std::nullopt;
   std::string lower = PyLower(s);
-  // strtod accepts hex floats and "infinity"-like words Python treats differently.
+  // strtod accepts hex floats, which Python's float() rejects.
   if (lower.find("0x") != std::string::npos) return std::nullopt;
   return v;
 }

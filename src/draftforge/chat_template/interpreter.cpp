@@ -463,8 +463,11 @@ Value Interpreter::EvalBinary(const std::string& op, const Value& left, const Va
   if (right.is_undefined()) right.ThrowUndefined();
   const bool numbers = left.is_number() && right.is_number();
   const bool integers = left.is_integral() && right.is_integral();
+  // NOTE: Python ints are unbounded. An int64 result that would overflow is
+  // computed as a float instead, so it loses precision where Python's does not.
+  int64_t exact = 0;
   if (op == "+") {
-    if (integers) return Value::Int(left.as_int() + right.as_int());
+    if (integers && !__builtin_add_overflow(left.as_int(), right.as_int(), &exact)) return Value::Int(exact);
     if (numbers) return Value::Float(left.as_double() + right.as_double());
     if (left.is_string() && right.is_string()) {
       return Value::String(left.str() + right.str(), left.is_safe() && right.is_safe());
@@ -475,10 +478,10 @@ Value Interpreter::EvalBinary(const std::string& op, const Value& left, const Va
       return left.is_tuple() ? Value::Tuple(std::move(items)) : Value::List(std::move(items));
     }
   } else if (op == "-") {
-    if (integers) return Value::Int(left.as_int() - right.as_int());
+    if (integers && !__builtin_sub_overflow(left.as_int(), right.as_int(), &exact)) return Value::Int(exact);
     if (numbers) return Value::Float(left.as_double() - right.as_double());
   } else if (op == "*") {
-    if (integers) return Value::Int(left.as_int() * right.as_int());
+    if (integers && !__builtin_mul_overflow(left.as_int(), right.as_int(), &exact)) return Value::Int(exact);
     if (numbers) return Value::Float(left.as_double() * right.as_double());
     if ((left.is_string() || left.is_list()) && right.is_integral()) return Repeat(left, right.as_int());
     if (left.is_integral() && (right.is_string() || right.is_list())) return Repeat(right, left.as_int());
@@ -510,9 +513,17 @@ Value Interpreter::EvalBinary(const std::string& op, const Value& left, const Va
     if (left.is_string()) return Value::String(PercentFormat(left.str(), right));
   } else if (op == "**") {
     if (integers && right.as_int() >= 0) {
+      // Exponentiation by squaring.
       int64_t result = 1;
-      for (int64_t i = 0; i < right.as_int(); ++i) result *= left.as_int();
-      return Value::Int(result);
+      int64_t base = left.as_int();
+      int64_t exponent = right.as_int();
+      bool overflow = false;
+      while (exponent > 0 && !overflow) {
+        if (exponent & 1) overflow = __builtin_mul_overflow(result, base, &result);
+        exponent >>= 1;
+        if (exponent > 0 && !overflow) overflow = __builtin_mul_overflow(base, base, &base);
+      }
+      if (!overflow) return Value::Int(result);
     }
     if (numbers) return Value::Float(std::pow(left.as_double(), right.as_double()));
   }
@@ -731,7 +742,7 @@ std::string Interpreter::StrftimeNow(const std::string& format) const {
   } else {
     localtime_r(&seconds, &tm);
   }
-  // %f (microseconds) is Python's own directive; C strftime lacks it.
+  // %f (microseconds) is Python's own directive, which C strftime lacks.
   auto micros = std::chrono::duration_cast<std::chrono::microseconds>(clock_.now.time_since_epoch()).count() %
                 1000000;
   if (micros < 0) micros += 1000000;

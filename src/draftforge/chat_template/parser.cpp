@@ -116,9 +116,9 @@ class Lexer {
     }
   }
 
-  // Whitespace control for the text in front of a tag: "-" strips all
-  // whitespace; otherwise lstrip_blocks removes spaces and tabs between the
-  // line start and a block or comment tag, unless the tag has "+".
+  // Applies whitespace control to the text in front of a tag. A "-" strips all
+  // whitespace. Otherwise lstrip_blocks removes the spaces and tabs between
+  // the line start and a block or comment tag, unless the tag has "+".
   void StripBeforeTag(std::string& text, char sign, bool is_block_or_comment, bool line_starting) {
     if (sign == '-') {
       text = PyStrip(text, std::nullopt, false, true);
@@ -1002,7 +1002,7 @@ class Parser {
       try {
         node->value = Value::Int(std::stoll(token.value));
       } catch (const std::out_of_range&) {
-        // NOTE: Python ints are unbounded; literals beyond int64 become floats here.
+        // NOTE: Python ints are unbounded, but literals beyond int64 become floats here.
         node->value = Value::Float(std::stod(token.value));
       }
       Next();

@@ -199,7 +199,13 @@ std::string PyTitle(std::string_view s) {
   while (pos < s.size()) {
     char32_t cp = DecodeAt(s, pos);
     bool cased = IsCased(cp);
-    AppendUtf8(out, cased ? (previous_cased ? ToLower(cp) : ToTitle(cp)) : cp);
+    if (!cased) {
+      AppendUtf8(out, cp);
+    } else if (previous_cased) {
+      AppendUtf8(out, ToLower(cp));
+    } else {
+      AppendUtf8(out, ToTitle(cp));
+    }
     previous_cased = cased;
   }
   return out;

@@ -130,7 +130,7 @@ Value Value::FromJson(const nlohmann::ordered_json& json) {
       return Int(json.get<int64_t>());
     case nlohmann::ordered_json::value_t::number_unsigned: {
       uint64_t u = json.get<uint64_t>();
-      // NOTE: Python ints are unbounded; values above INT64_MAX become floats here.
+      // NOTE: Python ints are unbounded, but values above INT64_MAX become floats here.
       if (u > static_cast<uint64_t>(INT64_MAX)) return Float(static_cast<double>(u));
       return Int(static_cast<int64_t>(u));
     }
