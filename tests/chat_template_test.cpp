@@ -439,6 +439,17 @@ TEST(ChatTemplateErrors, RuntimeErrorNamesLineAndMessage) {
   EXPECT_NE(result.status().message().find("line 3"), std::string::npos) << result.status().message();
 }
 
+TEST(ChatTemplateErrors, RunawayNestingFailsCleanly) {
+  EXPECT_EQ(RenderErrorType("{% macro r() %}{{ r() }}{% endmacro %}{{ r() }}"), "RecursionError");
+  EXPECT_EQ(RenderErrorType("{% set ns = namespace() %}{% set ns.me = ns %}{{ ns }}"), "RecursionError");
+  auto deep = ChatTemplate::Compile("{{ " + std::string(100000, '(') + "1" + std::string(100000, ')') + " }}");
+  ASSERT_FALSE(deep.ok());
+  EXPECT_NE(deep.status().message().find("RecursionError"), std::string::npos) << deep.status().message();
+  std::string nested_ifs;
+  for (int i = 0; i < 5000; ++i) nested_ifs += "{% if true %}";
+  EXPECT_FALSE(ChatTemplate::Compile(nested_ifs).ok());
+}
+
 TEST(ChatTemplateErrors, EmptyConversationIsIndexError) {
   auto compiled = ChatTemplate::Compile("{{ messages }}");
   ASSERT_TRUE(compiled.ok());

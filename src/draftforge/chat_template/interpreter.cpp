@@ -280,10 +280,16 @@ Value Interpreter::InvokeMacro(const Node& node, const std::shared_ptr<Frame>& c
   frame->vars.emplace_back("kwargs", kwargs);
   if (!caller_value.is_undefined()) frame->vars.emplace_back("caller", caller_value);
 
+  if (macro_depth_ >= kMaxNestingDepth) {
+    ThrowError(ErrorType::kRecursionError,
+               fmt::format("maximum recursion depth exceeded in macro '{}'", node.name));
+  }
   std::string output;
   std::string* saved_out = out_;
   out_ = &output;
+  ++macro_depth_;
   ExecList(node.body);
+  --macro_depth_;
   out_ = saved_out;
   frame_ = saved_frame;
   return Value::String(std::move(output));

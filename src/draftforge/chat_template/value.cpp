@@ -21,6 +21,7 @@ const char* ErrorTypeName(ErrorType type) {
     case ErrorType::kValueError: return "ValueError";
     case ErrorType::kZeroDivisionError: return "ZeroDivisionError";
     case ErrorType::kOverflowError: return "OverflowError";
+    case ErrorType::kRecursionError: return "RecursionError";
     case ErrorType::kUnsupported: return "Unsupported";
   }
   return "TemplateError";
@@ -296,7 +297,21 @@ std::string StringRepr(std::string_view s) {
   return out;
 }
 
-std::string ToPythonRepr(const Value& value) {
+namespace {
+
+std::string ReprAtDepth(const Value& value, int depth);
+
+}  // namespace
+
+std::string ToPythonRepr(const Value& value) { return ReprAtDepth(value, 0); }
+
+namespace {
+
+// A namespace can contain itself, so the depth is bounded.
+std::string ReprAtDepth(const Value& value, int depth) {
+  if (depth > kMaxNestingDepth) {
+    ThrowError(ErrorType::kRecursionError, "maximum recursion depth exceeded while getting the repr of an object");
+  }
   switch (value.kind()) {
     case ValueKind::kUndefined: return "Undefined";
     case ValueKind::kNone: return "None";
@@ -310,7 +325,7 @@ std::string ToPythonRepr(const Value& value) {
       const auto& items = value.items();
       for (size_t i = 0; i < items.size(); ++i) {
         if (i > 0) out += ", ";
-        out += ToPythonRepr(items[i]);
+        out += ReprAtDepth(items[i], depth + 1);
       }
       if (tuple && items.size() == 1) out += ",";
       out += tuple ? ")" : "]";
@@ -322,7 +337,7 @@ std::string ToPythonRepr(const Value& value) {
       for (const auto& [k, v] : value.dict().items) {
         if (!first) out += ", ";
         first = false;
-        out += ToPythonRepr(k) + ": " + ToPythonRepr(v);
+        out += ReprAtDepth(k, depth + 1) + ": " + ReprAtDepth(v, depth + 1);
       }
       out += value.is_namespace() ? "}>" : "}";
       return out;
@@ -331,6 +346,8 @@ std::string ToPythonRepr(const Value& value) {
   }
   return "";
 }
+
+}  // namespace
 
 std::string ToPythonStr(const Value& value) {
   switch (value.kind()) {

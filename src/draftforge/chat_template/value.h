@@ -38,6 +38,7 @@ enum class ErrorType {
   kValueError,
   kZeroDivisionError,
   kOverflowError,
+  kRecursionError,     // nesting deeper than kMaxNestingDepth
   kUnsupported,        // a valid Jinja feature this engine does not implement
 };
 
@@ -59,6 +60,11 @@ class TemplateException : public std::runtime_error {
 };
 
 [[noreturn]] void ThrowError(ErrorType type, std::string message);
+
+// Limit on template nesting, macro recursion and repr depth. Python stops
+// runaway recursion with RecursionError near 1000 frames; a fixed lower limit
+// keeps the C++ stack safe for any input.
+inline constexpr int kMaxNestingDepth = 256;
 
 enum class ValueKind { kUndefined, kNone, kBool, kInt, kFloat, kString, kList, kDict, kCallable };
 
