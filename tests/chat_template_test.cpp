@@ -303,6 +303,22 @@ TEST(ChatTemplateSemantics, StringMethods) {
   EXPECT_EQ(RenderText("{{ '{} and {name}'.format(1, name='two') }}|{{ '%s-%d' % ('a', 3) }}"), "1 and two|a-3");
 }
 
+TEST(ChatTemplateSemantics, PythonCornerCases) {
+  EXPECT_EQ(RenderText("{% macro m(a) %}{{ varargs }}{{ kwargs }}{% endmacro %}{{ m(1, 2, k=3) }}"), "(2,){'k': 3}");
+  EXPECT_EQ(RenderText("{{ 'straße'.upper() }} {{ 'ﬁ' | upper }}"), "STRASSE FI");
+  EXPECT_EQ(RenderText("{{ '%s' % messages[0] }}|{{ '%(a)s-%(b)d' % {'a': 'A', 'b': 2} }}|{{ '%.2f%%' % 12.345 }}"),
+            "{'role': 'user', 'content': 'hi'}|A-2|12.35%");
+  EXPECT_EQ(RenderText("{{ 2 ** 3 ** 2 }} {{ -2 ** 2 }} {{ 1 < 2 < 3 }} {{ [1, 2] == (1, 2) }} {{ 1 == 1.0 }}"),
+            "64 4 True False True");
+  EXPECT_EQ(RenderText("{{ {'a': {'b': [1, {'c': 2}]}}['a']['b'][1] }} {{ \"}}\" }}"), "{'c': 2} }}");
+  EXPECT_EQ(RenderText("{{ 3 ** 5 }} {{ 1 ** 4000000000000000000 }}"), "243 1");
+  // Python's result is exact; int64 overflow falls back to a float instead of wrapping.
+  EXPECT_TRUE(RenderSource("{{ 9223372036854775807 + 1 }}{{ 3 ** 100 }}").ok());
+  EXPECT_EQ(RenderErrorType("{{ range(200000) | length }}"), "OverflowError");
+  EXPECT_EQ(RenderErrorType("{{ 3 is divisibleby 0 }}"), "ZeroDivisionError");
+  EXPECT_EQ(RenderErrorType("{{ 1 // 0 }}"), "ZeroDivisionError");
+}
+
 TEST(ChatTemplateSemantics, UndefinedBehaviour) {
   EXPECT_EQ(RenderText("[{{ missing }}]{% for x in missing %}no{% endfor %}{{ missing is defined }}"),
             "[]False");
@@ -421,6 +437,17 @@ TEST(ChatTemplateErrors, RuntimeErrorNamesLineAndMessage) {
   EXPECT_EQ(TemplateErrorType(result.status()), "TemplateError");
   EXPECT_EQ(TemplateErrorMessage(result.status()), "bad 2");
   EXPECT_NE(result.status().message().find("line 3"), std::string::npos) << result.status().message();
+}
+
+TEST(ChatTemplateErrors, RunawayNestingFailsCleanly) {
+  EXPECT_EQ(RenderErrorType("{% macro r() %}{{ r() }}{% endmacro %}{{ r() }}"), "RecursionError");
+  EXPECT_EQ(RenderErrorType("{% set ns = namespace() %}{% set ns.me = ns %}{{ ns }}"), "RecursionError");
+  auto deep = ChatTemplate::Compile("{{ " + std::string(100000, '(') + "1" + std::string(100000, ')') + " }}");
+  ASSERT_FALSE(deep.ok());
+  EXPECT_NE(deep.status().message().find("RecursionError"), std::string::npos) << deep.status().message();
+  std::string nested_ifs;
+  for (int i = 0; i < 5000; ++i) nested_ifs += "{% if true %}";
+  EXPECT_FALSE(ChatTemplate::Compile(nested_ifs).ok());
 }
 
 TEST(ChatTemplateErrors, EmptyConversationIsIndexError) {

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -186,7 +187,7 @@ std::optional<double> ParsePythonFloat(std::string s) {
   double v = std::strtod(s.c_str(), &end);
   if (end != s.c_str() + s.size()) return std::nullopt;
   std::string lower = PyLower(s);
-  // strtod accepts hex floats and "infinity"-like words Python treats differently.
+  // strtod accepts hex floats, which Python's float() rejects.
   if (lower.find("0x") != std::string::npos) return std::nullopt;
   return v;
 }
@@ -773,9 +774,10 @@ const std::unordered_map<std::string, TestFn>& Tests() {
        }},
       {"divisibleby", [](const Value& v, CallArgs& c, Interpreter&) {
          const Value& n = TestArgument(c, "divisibleby");
-         if (!v.is_integral() || !n.is_integral() || n.as_int() == 0) {
-           ThrowError(ErrorType::kTypeError, "test 'divisibleby' requires non-zero integers");
+         if (!v.is_integral() || !n.is_integral()) {
+           ThrowError(ErrorType::kTypeError, "test 'divisibleby' requires integers");
          }
+         if (n.as_int() == 0) ThrowError(ErrorType::kZeroDivisionError, "integer modulo by zero");
          return v.as_int() % n.as_int() == 0;
        }},
       {"eq", [](const Value& v, CallArgs& c, Interpreter&) { return ValuesEqual(v, TestArgument(c, "eq")); }},
@@ -1173,9 +1175,9 @@ Value StrMethodBound(const Value& s, const std::string& name, CallArgs& call, In
   return StrMethod(s.str(), name, call, interp);
 }
 
-std::string NoAttributeMessage(const Value& object, const std::string& name) {
-  std::string type = object.is_none() ? "None" : object.TypeName() + " object";
-  return fmt::format("{} has no attribute {}", StringRepr(type), StringRepr(name));
+// Jinja's object_type_repr: "None", or "<type> object".
+std::string ObjectTypeRepr(const Value& object) {
+  return object.is_none() ? "None" : object.TypeName() + " object";
 }
 
 Value MakeJoiner(CallArgs& call, Interpreter&) {
@@ -1236,7 +1238,7 @@ Value GetBuiltinAttribute(const Value& object, const std::string& name) {
     default:
       break;
   }
-  return Value::Undefined(NoAttributeMessage(object, name));
+  return Value::MissingAttribute(ObjectTypeRepr(object), name);
 }
 
 std::vector<std::pair<std::string, Value>> BuiltinGlobals() {
@@ -1265,7 +1267,7 @@ std::vector<std::pair<std::string, Value>> BuiltinGlobals() {
                          for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
                            // jinja2.sandbox.MAX_RANGE
                            if (items.size() >= 100000) {
-                             ThrowError(ErrorType::kTemplateError,
+                             ThrowError(ErrorType::kOverflowError,
                                         "Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).");
                            }
                            items.push_back(Value::Int(i));
@@ -1304,7 +1306,9 @@ std::string PercentFormat(const std::string& format, const Value& args) {
   if (args.is_tuple()) {
     values = args.items();
   } else if (args.is_dict()) {
+    // A mapping serves "%(name)s" fields, and a plain "%s" formats it whole.
     mapping = &args;
+    values.push_back(args);
   } else {
     values.push_back(args);
   }

@@ -172,30 +172,39 @@ Interpreter::Flow Interpreter::ExecFor(const Node& node) {
     frame_->parent = saved;
     AssignTarget(node.target, items[static_cast<size_t>(i)]);
 
+    // The keys are distinct, so they are appended without Set()'s search.
+    static const std::vector<Value> kLoopKeys = {
+        Value::String("index"),    Value::String("index0"), Value::String("revindex"),
+        Value::String("revindex0"), Value::String("first"), Value::String("last"),
+        Value::String("length"),   Value::String("depth"),  Value::String("depth0"),
+        Value::String("previtem"), Value::String("nextitem"), Value::String("cycle"),
+        Value::String("changed")};
     Value loop = Value::Dict();
-    loop.Set("index", Value::Int(i + 1));
-    loop.Set("index0", Value::Int(i));
-    loop.Set("revindex", Value::Int(length - i));
-    loop.Set("revindex0", Value::Int(length - i - 1));
-    loop.Set("first", Value::Bool(i == 0));
-    loop.Set("last", Value::Bool(i == length - 1));
-    loop.Set("length", Value::Int(length));
-    loop.Set("depth", Value::Int(1));
-    loop.Set("depth0", Value::Int(0));
-    loop.Set("previtem", i > 0 ? items[static_cast<size_t>(i - 1)]
-                               : Value::Undefined("there is no previous item"));
-    loop.Set("nextitem", i + 1 < length ? items[static_cast<size_t>(i + 1)]
-                                        : Value::Undefined("there is no next item"));
-    loop.Set("cycle", Value::Function("cycle", [i](CallArgs& args, Interpreter&) {
-               if (args.positional.empty()) ThrowError(ErrorType::kTypeError, "no items for cycling given");
-               return args.positional[static_cast<size_t>(i) % args.positional.size()];
-             }));
-    loop.Set("changed", Value::Function("changed", [last_changed](CallArgs& args, Interpreter&) {
-               Value current = Value::Tuple(args.positional);
-               if (*last_changed && ValuesEqual(**last_changed, current)) return Value::Bool(false);
-               *last_changed = current;
-               return Value::Bool(true);
-             }));
+    auto& entries = loop.mutable_dict().items;
+    entries.reserve(kLoopKeys.size());
+    size_t key = 0;
+    auto add = [&](Value value) { entries.emplace_back(kLoopKeys[key++], std::move(value)); };
+    add(Value::Int(i + 1));
+    add(Value::Int(i));
+    add(Value::Int(length - i));
+    add(Value::Int(length - i - 1));
+    add(Value::Bool(i == 0));
+    add(Value::Bool(i == length - 1));
+    add(Value::Int(length));
+    add(Value::Int(1));
+    add(Value::Int(0));
+    add(i > 0 ? items[static_cast<size_t>(i - 1)] : Value::Undefined("there is no previous item"));
+    add(i + 1 < length ? items[static_cast<size_t>(i + 1)] : Value::Undefined("there is no next item"));
+    add(Value::Function("cycle", [i](CallArgs& args, Interpreter&) {
+      if (args.positional.empty()) ThrowError(ErrorType::kTypeError, "no items for cycling given");
+      return args.positional[static_cast<size_t>(i) % args.positional.size()];
+    }));
+    add(Value::Function("changed", [last_changed](CallArgs& args, Interpreter&) {
+      Value current = Value::Tuple(args.positional);
+      if (*last_changed && ValuesEqual(**last_changed, current)) return Value::Bool(false);
+      *last_changed = current;
+      return Value::Bool(true);
+    }));
     frame_->vars.emplace_back("loop", std::move(loop));
 
     Flow flow = ExecList(node.body);
@@ -267,14 +276,20 @@ Value Interpreter::InvokeMacro(const Node& node, const std::shared_ptr<Frame>& c
                                              : Value::Undefined(fmt::format(
                                                    "parameter '{}' was not provided", param.name)));
   }
-  frame->vars.emplace_back("varargs", Value::List(std::move(varargs)));
+  frame->vars.emplace_back("varargs", Value::Tuple(std::move(varargs)));
   frame->vars.emplace_back("kwargs", kwargs);
   if (!caller_value.is_undefined()) frame->vars.emplace_back("caller", caller_value);
 
+  if (macro_depth_ >= kMaxNestingDepth) {
+    ThrowError(ErrorType::kRecursionError,
+               fmt::format("maximum recursion depth exceeded in macro '{}'", node.name));
+  }
   std::string output;
   std::string* saved_out = out_;
   out_ = &output;
+  ++macro_depth_;
   ExecList(node.body);
+  --macro_depth_;
   out_ = saved_out;
   frame_ = saved_frame;
   return Value::String(std::move(output));
@@ -454,8 +469,11 @@ Value Interpreter::EvalBinary(const std::string& op, const Value& left, const Va
   if (right.is_undefined()) right.ThrowUndefined();
   const bool numbers = left.is_number() && right.is_number();
   const bool integers = left.is_integral() && right.is_integral();
+  // NOTE: Python ints are unbounded. An int64 result that would overflow is
+  // computed as a float instead, so it loses precision where Python's does not.
+  int64_t exact = 0;
   if (op == "+") {
-    if (integers) return Value::Int(left.as_int() + right.as_int());
+    if (integers && !__builtin_add_overflow(left.as_int(), right.as_int(), &exact)) return Value::Int(exact);
     if (numbers) return Value::Float(left.as_double() + right.as_double());
     if (left.is_string() && right.is_string()) {
       return Value::String(left.str() + right.str(), left.is_safe() && right.is_safe());
@@ -466,10 +484,10 @@ Value Interpreter::EvalBinary(const std::string& op, const Value& left, const Va
       return left.is_tuple() ? Value::Tuple(std::move(items)) : Value::List(std::move(items));
     }
   } else if (op == "-") {
-    if (integers) return Value::Int(left.as_int() - right.as_int());
+    if (integers && !__builtin_sub_overflow(left.as_int(), right.as_int(), &exact)) return Value::Int(exact);
     if (numbers) return Value::Float(left.as_double() - right.as_double());
   } else if (op == "*") {
-    if (integers) return Value::Int(left.as_int() * right.as_int());
+    if (integers && !__builtin_mul_overflow(left.as_int(), right.as_int(), &exact)) return Value::Int(exact);
     if (numbers) return Value::Float(left.as_double() * right.as_double());
     if ((left.is_string() || left.is_list()) && right.is_integral()) return Repeat(left, right.as_int());
     if (left.is_integral() && (right.is_string() || right.is_list())) return Repeat(right, left.as_int());
@@ -501,9 +519,17 @@ Value Interpreter::EvalBinary(const std::string& op, const Value& left, const Va
     if (left.is_string()) return Value::String(PercentFormat(left.str(), right));
   } else if (op == "**") {
     if (integers && right.as_int() >= 0) {
+      // Exponentiation by squaring.
       int64_t result = 1;
-      for (int64_t i = 0; i < right.as_int(); ++i) result *= left.as_int();
-      return Value::Int(result);
+      int64_t base = left.as_int();
+      int64_t exponent = right.as_int();
+      bool overflow = false;
+      while (exponent > 0 && !overflow) {
+        if (exponent & 1) overflow = __builtin_mul_overflow(result, base, &result);
+        exponent >>= 1;
+        if (exponent > 0 && !overflow) overflow = __builtin_mul_overflow(base, base, &base);
+      }
+      if (!overflow) return Value::Int(result);
     }
     if (numbers) return Value::Float(std::pow(left.as_double(), right.as_double()));
   }
@@ -722,7 +748,7 @@ std::string Interpreter::StrftimeNow(const std::string& format) const {
   } else {
     localtime_r(&seconds, &tm);
   }
-  // %f (microseconds) is Python's own directive; C strftime lacks it.
+  // %f (microseconds) is Python's own directive, which C strftime lacks.
   auto micros = std::chrono::duration_cast<std::chrono::microseconds>(clock_.now.time_since_epoch()).count() %
                 1000000;
   if (micros < 0) micros += 1000000;

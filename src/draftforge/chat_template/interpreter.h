@@ -82,6 +82,7 @@ class Interpreter {
   std::string* root_out_ = nullptr;
   std::vector<std::pair<int64_t, int64_t>>* spans_ = nullptr;
   RenderClock clock_;
+  int macro_depth_ = 0;
 };
 
 // The global functions of transformers' environment: range, dict, namespace,

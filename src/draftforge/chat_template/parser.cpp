@@ -116,9 +116,9 @@ class Lexer {
     }
   }
 
-  // Whitespace control for the text in front of a tag: "-" strips all
-  // whitespace; otherwise lstrip_blocks removes spaces and tabs between the
-  // line start and a block or comment tag, unless the tag has "+".
+  // Applies whitespace control to the text in front of a tag. A "-" strips all
+  // whitespace. Otherwise lstrip_blocks removes the spaces and tabs between
+  // the line start and a block or comment tag, unless the tag has "+".
   void StripBeforeTag(std::string& text, char sign, bool is_block_or_comment, bool line_starting) {
     if (sign == '-') {
       text = PyStrip(text, std::nullopt, false, true);
@@ -496,6 +496,7 @@ class Parser {
   // Parses nodes until a block tag whose name is in `end_tags`; stops with the
   // current token on that name.
   NodeList Subparse(std::initializer_list<const char*> end_tags) {
+    DepthGuard guard(this);
     NodeList nodes;
     while (Current().type != TokenType::kEof) {
       const Token& token = Current();
@@ -823,6 +824,7 @@ class Parser {
   }
 
   ExprPtr ParseExpression(bool with_condexpr) {
+    DepthGuard guard(this);
     return with_condexpr ? ParseCondExpr() : ParseOr();
   }
 
@@ -952,6 +954,7 @@ class Parser {
   }
 
   ExprPtr ParseUnary(bool with_filter) {
+    DepthGuard guard(this);
     int line = Current().line;
     ExprPtr node;
     if (SkipOp("-")) {
@@ -1002,7 +1005,7 @@ class Parser {
       try {
         node->value = Value::Int(std::stoll(token.value));
       } catch (const std::out_of_range&) {
-        // NOTE: Python ints are unbounded; literals beyond int64 become floats here.
+        // NOTE: Python ints are unbounded, but literals beyond int64 become floats here.
         node->value = Value::Float(std::stod(token.value));
       }
       Next();
@@ -1221,8 +1224,21 @@ class Parser {
     return not_node;
   }
 
+  // Bounds the parser's recursion, and with it the evaluator's, for any input.
+  struct DepthGuard {
+    explicit DepthGuard(Parser* parser) : parser_(parser) {
+      if (++parser_->depth_ > kMaxNestingDepth * 4) {
+        throw TemplateException(ErrorType::kRecursionError, "template nesting is too deep",
+                                parser_->Current().line);
+      }
+    }
+    ~DepthGuard() { --parser_->depth_; }
+    Parser* parser_;
+  };
+
   std::vector<Token> tokens_;
   size_t pos_ = 0;
+  int depth_ = 0;
   int loop_depth_ = 0;
   bool has_generation_ = false;
 };

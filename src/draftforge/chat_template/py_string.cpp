@@ -132,11 +132,53 @@ bool IsPythonPrintable(char32_t cp) {
   }
 }
 
-// NOTE: case mapping is per code point (utf8proc's simple mappings), so
-// Python's multi-character mappings such as 'ß'.upper() == 'SS' are not
-// reproduced.
-std::string PyUpper(std::string_view s) { return MapCodePoints(s, ToUpper); }
-std::string PyLower(std::string_view s) { return MapCodePoints(s, ToLower); }
+// Python applies the multi-character mappings of Unicode's SpecialCasing.txt;
+// utf8proc has only the one-to-one mappings, so the common ones are listed.
+// NOTE: conditional and language-specific mappings (final sigma) and rarer
+// one-to-many mappings such as U+0149 are not reproduced.
+const char* SpecialUpper(char32_t cp) {
+  switch (cp) {
+    case 0xDF: return "SS";
+    case 0xFB00: return "FF";
+    case 0xFB01: return "FI";
+    case 0xFB02: return "FL";
+    case 0xFB03: return "FFI";
+    case 0xFB04: return "FFL";
+    case 0xFB05: case 0xFB06: return "ST";
+    default: return nullptr;
+  }
+}
+
+std::string PyUpper(std::string_view s) {
+  if (IsAscii(s)) return MapCodePoints(s, ToUpper);
+  std::string out;
+  size_t pos = 0;
+  while (pos < s.size()) {
+    char32_t cp = DecodeAt(s, pos);
+    const char* special = SpecialUpper(cp);
+    if (special != nullptr) {
+      out += special;
+    } else {
+      AppendUtf8(out, ToUpper(cp));
+    }
+  }
+  return out;
+}
+
+std::string PyLower(std::string_view s) {
+  if (IsAscii(s)) return MapCodePoints(s, ToLower);
+  std::string out;
+  size_t pos = 0;
+  while (pos < s.size()) {
+    char32_t cp = DecodeAt(s, pos);
+    if (cp == 0x130) {
+      out += "i\xCC\x87";  // U+0130 lowers to 'i' + U+0307 COMBINING DOT ABOVE
+    } else {
+      AppendUtf8(out, ToLower(cp));
+    }
+  }
+  return out;
+}
 
 std::string PyCapitalize(std::string_view s) {
   std::string out;
@@ -157,7 +199,13 @@ std::string PyTitle(std::string_view s) {
   while (pos < s.size()) {
     char32_t cp = DecodeAt(s, pos);
     bool cased = IsCased(cp);
-    AppendUtf8(out, cased ? (previous_cased ? ToLower(cp) : ToTitle(cp)) : cp);
+    if (!cased) {
+      AppendUtf8(out, cp);
+    } else if (previous_cased) {
+      AppendUtf8(out, ToLower(cp));
+    } else {
+      AppendUtf8(out, ToTitle(cp));
+    }
     previous_cased = cased;
   }
   return out;

@@ -20,6 +20,8 @@ const char* ErrorTypeName(ErrorType type) {
     case ErrorType::kIndexError: return "IndexError";
     case ErrorType::kValueError: return "ValueError";
     case ErrorType::kZeroDivisionError: return "ZeroDivisionError";
+    case ErrorType::kOverflowError: return "OverflowError";
+    case ErrorType::kRecursionError: return "RecursionError";
     case ErrorType::kUnsupported: return "Unsupported";
   }
   return "TemplateError";
@@ -31,8 +33,23 @@ void ThrowError(ErrorType type, std::string message) {
 
 Value Value::Undefined(std::string message, ErrorType error) {
   Value v;
-  v.undefined_ = std::make_shared<UndefinedInfo>(UndefinedInfo{std::move(message), error});
+  v.undefined_ = std::make_shared<UndefinedInfo>();
+  v.undefined_->message = std::move(message);
+  v.undefined_->error = error;
   return v;
+}
+
+Value Value::MissingAttribute(std::string owner, std::string attribute) {
+  Value v;
+  v.undefined_ = std::make_shared<UndefinedInfo>();
+  v.undefined_->owner = std::move(owner);
+  v.undefined_->attribute = std::move(attribute);
+  return v;
+}
+
+std::string UndefinedInfo::Message() const {
+  if (owner.empty()) return message;
+  return fmt::format("{} has no attribute {}", StringRepr(owner), StringRepr(attribute));
 }
 
 Value Value::None() {
@@ -114,7 +131,7 @@ Value Value::FromJson(const nlohmann::ordered_json& json) {
       return Int(json.get<int64_t>());
     case nlohmann::ordered_json::value_t::number_unsigned: {
       uint64_t u = json.get<uint64_t>();
-      // NOTE: Python ints are unbounded; values above INT64_MAX become floats here.
+      // NOTE: Python ints are unbounded, but values above INT64_MAX become floats here.
       if (u > static_cast<uint64_t>(INT64_MAX)) return Float(static_cast<double>(u));
       return Int(static_cast<int64_t>(u));
     }
@@ -142,13 +159,17 @@ Value Value::FromJson(const nlohmann::ordered_json& json) {
 }
 
 const UndefinedInfo& Value::undefined_info() const {
-  static const UndefinedInfo kPlain{"value is undefined", ErrorType::kUndefinedError};
+  static const UndefinedInfo kPlain = [] {
+    UndefinedInfo info;
+    info.message = "value is undefined";
+    return info;
+  }();
   return undefined_ ? *undefined_ : kPlain;
 }
 
 void Value::ThrowUndefined() const {
   const UndefinedInfo& info = undefined_info();
-  ThrowError(info.error, info.message);
+  ThrowError(info.error, info.Message());
 }
 
 bool Value::Truthy() const {
@@ -276,7 +297,21 @@ std::string StringRepr(std::string_view s) {
   return out;
 }
 
-std::string ToPythonRepr(const Value& value) {
+namespace {
+
+std::string ReprAtDepth(const Value& value, int depth);
+
+}  // namespace
+
+std::string ToPythonRepr(const Value& value) { return ReprAtDepth(value, 0); }
+
+namespace {
+
+// A namespace can contain itself, so the depth is bounded.
+std::string ReprAtDepth(const Value& value, int depth) {
+  if (depth > kMaxNestingDepth) {
+    ThrowError(ErrorType::kRecursionError, "maximum recursion depth exceeded while getting the repr of an object");
+  }
   switch (value.kind()) {
     case ValueKind::kUndefined: return "Undefined";
     case ValueKind::kNone: return "None";
@@ -290,7 +325,7 @@ std::string ToPythonRepr(const Value& value) {
       const auto& items = value.items();
       for (size_t i = 0; i < items.size(); ++i) {
         if (i > 0) out += ", ";
-        out += ToPythonRepr(items[i]);
+        out += ReprAtDepth(items[i], depth + 1);
       }
       if (tuple && items.size() == 1) out += ",";
       out += tuple ? ")" : "]";
@@ -302,7 +337,7 @@ std::string ToPythonRepr(const Value& value) {
       for (const auto& [k, v] : value.dict().items) {
         if (!first) out += ", ";
         first = false;
-        out += ToPythonRepr(k) + ": " + ToPythonRepr(v);
+        out += ReprAtDepth(k, depth + 1) + ": " + ReprAtDepth(v, depth + 1);
       }
       out += value.is_namespace() ? "}>" : "}";
       return out;
@@ -311,6 +346,8 @@ std::string ToPythonRepr(const Value& value) {
   }
   return "";
 }
+
+}  // namespace
 
 std::string ToPythonStr(const Value& value) {
   switch (value.kind()) {

@@ -37,6 +37,8 @@ enum class ErrorType {
   kIndexError,
   kValueError,
   kZeroDivisionError,
+  kOverflowError,
+  kRecursionError,     // nesting deeper than kMaxNestingDepth
   kUnsupported,        // a valid Jinja feature this engine does not implement
 };
 
@@ -58,6 +60,11 @@ class TemplateException : public std::runtime_error {
 };
 
 [[noreturn]] void ThrowError(ErrorType type, std::string message);
+
+// Limit on template nesting, macro recursion and repr depth. Python stops
+// runaway recursion with RecursionError near 1000 frames; a fixed lower limit
+// keeps the C++ stack safe for any input.
+inline constexpr int kMaxNestingDepth = 256;
 
 enum class ValueKind { kUndefined, kNone, kBool, kInt, kFloat, kString, kList, kDict, kCallable };
 
@@ -86,9 +93,16 @@ struct Callable {
 
 // Why a value is undefined: the text of the UndefinedError (or SecurityError)
 // raised when the value is used beyond printing, testing and iterating.
+// Templates test for missing attributes far more often than they fail on
+// them, so a missing attribute stores its owner's type and name and the
+// message is formatted only when raised.
 struct UndefinedInfo {
   std::string message;
   ErrorType error = ErrorType::kUndefinedError;
+  std::string owner;      // Jinja's object_type_repr of the object, e.g. "dict object"
+  std::string attribute;  // the missing attribute, when `owner` is set
+
+  std::string Message() const;
 };
 
 class Value {
@@ -96,6 +110,8 @@ class Value {
   Value() : kind_(ValueKind::kUndefined) {}
 
   static Value Undefined(std::string message, ErrorType error = ErrorType::kUndefinedError);
+  // "'<owner>' has no attribute '<attribute>'", formatted when raised.
+  static Value MissingAttribute(std::string owner, std::string attribute);
   static Value None();
   static Value Bool(bool b);
   static Value Int(int64_t i);
