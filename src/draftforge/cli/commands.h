@@ -4,6 +4,9 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <c10/core/ScalarType.h>
+
+#include <string>
 
 #include "draftforge/util/status.h"
 
@@ -15,6 +18,7 @@ void AddGenerateCommand(CLI::App& app);
 void AddTrainCommand(CLI::App& app);
 void AddDemoAssetsCommand(CLI::App& app);
 void AddLaunchVllmCommand(CLI::App& app);
+void AddServeCommand(CLI::App& app);
 
 // Logs a failed status as an error and throws CLI::RuntimeError(1); does
 // nothing for OK.
@@ -23,6 +27,13 @@ void ExitOnError(const Status& status);
 // Validator for an integer flag that must be at least `minimum`; its error
 // reads "must be an integer >= 0, got -3".
 CLI::Validator AtLeast(int64_t minimum);
+
+// The stored dtype of hidden states: `flag_value` ("float32", "bfloat16" or
+// "float16") when not empty, else the model's config.json torch_dtype, as
+// vLLM stores the model dtype; float32 with a warning when both are empty.
+Result<c10::ScalarType> ChooseHiddenStatesDtype(const std::string& flag_value,
+                                                const std::string& config_torch_dtype,
+                                                const std::string& model_dir);
 
 // Parses `argv` with `app` and runs the chosen subcommand. Returns the exit
 // code: CLI11's for parse errors and RuntimeError, and 1 with one logged error

@@ -52,6 +52,7 @@ int main(int argc, char** argv) {
   draftforge::cli::AddTrainCommand(app);
   draftforge::cli::AddDemoAssetsCommand(app);
   draftforge::cli::AddLaunchVllmCommand(app);
+  draftforge::cli::AddServeCommand(app);
 
   return draftforge::cli::ParseAndRun(app, argc, argv);
 }

@@ -22,20 +22,12 @@ std::string FilePath(const std::string& dir, int64_t row) {
   return (fs::path(dir) / HiddenStatesFileName(row)).string();
 }
 
-// Capture settings of the hs files in an output directory, as stored in the
-// settings file.
-struct CaptureSettings {
-  std::string model_dir;  // absolute
-  std::vector<int64_t> layer_ids;
-  std::string dtype;  // "float32", "bfloat16" or "float16"
+}  // namespace
 
-  bool operator==(const CaptureSettings&) const = default;
-
-  std::string ToString() const {
-    return fmt::format("model {}, layer ids [{}], dtype {}", model_dir, fmt::join(layer_ids, ", "),
-                       dtype);
-  }
-};
+std::string CaptureSettings::ToString() const {
+  return fmt::format("model {}, layer ids [{}], dtype {}", model_dir, fmt::join(layer_ids, ", "),
+                     dtype);
+}
 
 std::string DtypeName(torch::Dtype dtype) {
   if (dtype == torch::kBFloat16) return "bfloat16";
@@ -43,6 +35,8 @@ std::string DtypeName(torch::Dtype dtype) {
   if (dtype == torch::kFloat32) return "float32";
   return std::string(c10::toString(dtype));
 }
+
+namespace {
 
 Result<CaptureSettings> ReadSettingsFile(const std::string& path) {
   DF_ASSIGN_OR_RAISE(std::string text, ReadFileToString(path));
@@ -60,10 +54,8 @@ Result<CaptureSettings> ReadSettingsFile(const std::string& path) {
   return settings;
 }
 
-// Fails when OUTPUT/draftforge_generate.json records other settings than
-// `current`. Writes the file when it is absent and the directory has no hs
-// files yet. When hs files exist without it (output of vLLM or of an older
-// draftforge), their settings are unknown, so nothing is checked or written.
+}  // namespace
+
 Status CheckOrWriteSettings(const std::string& output_dir, const CaptureSettings& current,
                             bool has_existing_files) {
   const std::string path = (fs::path(output_dir) / kGenerateSettingsFileName).string();
@@ -90,6 +82,8 @@ Status CheckOrWriteSettings(const std::string& output_dir, const CaptureSettings
   return WriteFileAtomic(path, json.dump(2) + "\n");
 }
 
+namespace {
+
 // Fails when `stored` (the hidden states after the cast to the stored dtype)
 // has NaN or Inf. `computed` is the model's output before the cast, so a
 // finite `computed` means the cast overflowed, not the model.
@@ -114,8 +108,8 @@ Status CheckFiniteHiddenStates(const torch::Tensor& stored, const torch::Tensor&
                          row, count, token, layer_id, model_dir);
 }
 
-// Validates the existing files of dataset rows and returns those that pass;
-// a failing file is logged and left in place, to be overwritten atomically.
+}  // namespace
+
 std::vector<int64_t> KeepValidExisting(const data::TokenDataset& dataset,
                                        const std::vector<int64_t>& existing,
                                        const HiddenStatesExpectation& shape_expectation,
@@ -138,8 +132,6 @@ std::vector<int64_t> KeepValidExisting(const data::TokenDataset& dataset,
   }
   return valid;
 }
-
-}  // namespace
 
 std::vector<int64_t> SelectRowsToGenerate(int64_t num_rows, const std::vector<int64_t>& existing,
                                           std::optional<int64_t> max_samples, int64_t start_index) {

@@ -22,6 +22,7 @@
 
 #include "draftforge/data/token_dataset.h"
 #include "draftforge/engine/llama_model.h"
+#include "draftforge/hidden_states/hs_file.h"
 #include "draftforge/util/status.h"
 
 namespace draftforge::hidden_states {
@@ -49,6 +50,35 @@ struct GenerateSummary {
   int64_t bytes = 0;        // bytes written
   double seconds = 0;
 };
+
+// Capture settings of the hs files in an output directory, as stored in the
+// settings file.
+struct CaptureSettings {
+  std::string model_dir;  // absolute directory, or the served model id for servers without one
+  std::vector<int64_t> layer_ids;
+  std::string dtype;  // "float32", "bfloat16" or "float16"
+
+  bool operator==(const CaptureSettings&) const = default;
+  std::string ToString() const;
+};
+
+// Returns "float32", "bfloat16", "float16", or libtorch's name of other types.
+std::string DtypeName(torch::Dtype dtype);
+
+// Fails when OUTPUT/draftforge_generate.json records other settings than
+// `current`. Writes the file when it is absent and the directory has no hs
+// files yet. When hs files exist without it (output of vLLM or of an older
+// draftforge), their settings are unknown, so nothing is checked or written.
+Status CheckOrWriteSettings(const std::string& output_dir, const CaptureSettings& current,
+                            bool has_existing_files);
+
+// Validates the existing files of dataset rows and returns those that pass;
+// a failing file is logged and left in place, to be overwritten atomically.
+// Files of rows past the end of the dataset are kept unchecked.
+std::vector<int64_t> KeepValidExisting(const data::TokenDataset& dataset,
+                                       const std::vector<int64_t>& existing,
+                                       const HiddenStatesExpectation& shape_expectation,
+                                       const std::string& output_dir, int64_t& invalid_count);
 
 // Returns the row indices to generate, ascending: rows in [start_index, rows)
 // whose index is not in `existing`, cut to max_samples - |existing| when
