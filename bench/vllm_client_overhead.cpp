@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -84,7 +85,11 @@ int main(int argc, char** argv) {
   }
   (void)InitLogging("warn");
   auto config = engine::ModelConfig::Load(model_dir).ValueOrDie();
-  const std::vector<int64_t> layer_ids = engine::DefaultLayerIds(config.num_hidden_layers);
+  std::vector<int64_t> layer_ids = engine::DefaultLayerIds(config.num_hidden_layers);
+  if (std::set<int64_t>(layer_ids.begin(), layer_ids.end()).size() != layer_ids.size()) {
+    // vLLM's default [2, N/2, N-3, N] repeats ids for small N, such as 5.
+    layer_ids = {1, 2, 3, config.num_hidden_layers};
+  }
 
   const fs::path work = fs::temp_directory_path() / ("vllm_client_overhead-" + std::to_string(::getpid()));
   fs::create_directories(work / "out");
