@@ -1,8 +1,9 @@
 // Measures the overhead of the hidden-states client (HiddenStatesClient, the
-// code behind `generate --endpoint`) against `draftforge serve --zero-work`,
-// which writes zero-valued files without running a model, so the figures
-// show the client's cost, not a model's: requests per second and client CPU
-// per request at several concurrency levels, and files moved per second.
+// code behind `generate --endpoint`) against `draftforge serve --zero-work`.
+// That server writes zero-valued files without running a model, so the
+// figures show the client's cost rather than a model's. Printed per
+// concurrency level: requests per second, client CPU per request and files
+// moved per second.
 //
 // Usage: vllm_client_overhead --model MODEL_DIR [--draftforge PATH]
 //          [--requests N] [--tokens T] [--concurrency 1,8,64]

@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 #include <httplib.h>
 #include <spdlog/spdlog.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -141,7 +140,7 @@ struct HiddenStatesClient::Impl {
                                       std::span<const int64_t> ids, const std::string& dest_path,
                                       SampleOutput& output);
   std::optional<AttemptError> CheckFile(const std::string& path, const std::string& server_path,
-                                        std::span<const int64_t> ids) const;
+                                        std::span<const int64_t> ids, int64_t& file_size) const;
   std::optional<AttemptError> KeepFile(int64_t index, std::span<const int64_t> ids,
                                        const std::string& server_path, const std::string& dest_path,
                                        SampleOutput& output);
@@ -170,11 +169,14 @@ int64_t FirstNonFinite(const uint8_t* data, int64_t count, io::DType dtype) {
 
 // The checks of ReadHiddenStatesFile (hs_file.h), done on the mapped bytes
 // without copying into tensors, because this runs once per request.
-std::optional<AttemptError> HiddenStatesClient::Impl::CheckFile(
-    const std::string& path, const std::string& server_path, std::span<const int64_t> ids) const {
+std::optional<AttemptError> HiddenStatesClient::Impl::CheckFile(const std::string& path,
+                                                                const std::string& server_path,
+                                                                std::span<const int64_t> ids,
+                                                                int64_t& file_size) const {
   auto opened = io::SafetensorsFile::Open(path);
   if (!opened.ok()) return Retryable(opened.status().WithContext(server_path));
   const io::SafetensorsFile& file = *opened;
+  file_size = static_cast<int64_t>(file.mapping()->size());
   const io::TensorInfo* token_ids = file.Find(kTokenIdsKey);
   const io::TensorInfo* hidden = file.Find(kHiddenStatesKey);
   if (token_ids == nullptr || hidden == nullptr) {
@@ -475,7 +477,8 @@ std::optional<AttemptError> HiddenStatesClient::Impl::KeepFile(int64_t index,
     }
   } temp{temp_path};
 
-  if (auto error = CheckFile(temp_path, server_path, ids)) return error;
+  int64_t file_size = 0;
+  if (auto error = CheckFile(temp_path, server_path, ids, file_size)) return error;
 
   // NOTE: no fsync, so the rename is atomic against process crashes but a
   // power loss may leave an empty or short file; --validate-outputs finds it.
@@ -484,10 +487,9 @@ std::optional<AttemptError> HiddenStatesClient::Impl::KeepFile(int64_t index,
                                  std::strerror(errno)));
   }
   temp.keep = true;
-  struct stat info {};
   output.path = dest_path;
   output.tokens = static_cast<int64_t>(ids.size());
-  output.bytes = ::stat(dest_path.c_str(), &info) == 0 ? static_cast<int64_t>(info.st_size) : 0;
+  output.bytes = file_size;
   return std::nullopt;
 }
 
