@@ -562,14 +562,14 @@ Result<std::unique_ptr<HiddenStatesServer>> HiddenStatesServer::Create(const Ser
   }));
   impl->http.set_exception_handler(
       [self](const httplib::Request& request, httplib::Response& response, std::exception_ptr error) {
-        std::string what = "unknown exception";
+        std::string description = "unknown exception";
         try {
           std::rethrow_exception(error);
         } catch (const std::exception& exception) {
-          what = exception.what();
+          description = exception.what();
         } catch (...) {
         }
-        self->Reply(response, ServerError(fmt::format("{} {}: {}", request.method, request.path, what)));
+        self->Reply(response, ServerError(fmt::format("{} {}: {}", request.method, request.path, description)));
       });
 
   // httplib 0.11 listens with a backlog of 5, so a burst of new client

@@ -419,7 +419,7 @@ std::optional<AttemptError> HiddenStatesClient::Impl::Attempt(Endpoint& endpoint
   }
   if (reported == nullptr) {
     return Final(Status::Invalid("the response from {} has no choices[0].prompt_token_ids; the "
-                                 "server must support \"return_token_ids\" (vLLM 0.10.2 or newer)",
+                                 "server must support \"return_token_ids\"; upgrade vLLM",
                                  endpoint.url));
   }
   if (!SameTokens(*reported, ids)) {
