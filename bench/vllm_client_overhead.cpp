@@ -115,6 +115,8 @@ int main(int argc, char** argv) {
   if (port == 0) {
     std::fprintf(stderr, "the server did not start; is %s built?\n", binary.c_str());
     ::kill(server, SIGTERM);
+    ::waitpid(server, nullptr, 0);
+    fs::remove_all(work);
     return 1;
   }
 
