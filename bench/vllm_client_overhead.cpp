@@ -1,8 +1,9 @@
 // Measures the overhead of the hidden-states client (HiddenStatesClient, the
-// code behind `generate --endpoint`) against `draftforge serve --zero-work`,
-// which writes zero-valued files without running a model, so the figures
-// show the client's cost, not a model's: requests per second and client CPU
-// per request at several concurrency levels, and files moved per second.
+// code behind `generate --endpoint`) against `draftforge serve --zero-work`.
+// That server writes zero-valued files without running a model, so the
+// figures show the client's cost rather than a model's. Printed per
+// concurrency level: requests per second, client CPU per request and files
+// moved per second.
 //
 // Usage: vllm_client_overhead --model MODEL_DIR [--draftforge PATH]
 //          [--requests N] [--tokens T] [--concurrency 1,8,64]
@@ -18,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -84,7 +86,11 @@ int main(int argc, char** argv) {
   }
   (void)InitLogging("warn");
   auto config = engine::ModelConfig::Load(model_dir).ValueOrDie();
-  const std::vector<int64_t> layer_ids = engine::DefaultLayerIds(config.num_hidden_layers);
+  std::vector<int64_t> layer_ids = engine::DefaultLayerIds(config.num_hidden_layers);
+  if (std::set<int64_t>(layer_ids.begin(), layer_ids.end()).size() != layer_ids.size()) {
+    // vLLM's default [2, N/2, N-3, N] repeats ids for small N, such as 5.
+    layer_ids = {1, 2, 3, config.num_hidden_layers};
+  }
 
   const fs::path work = fs::temp_directory_path() / ("vllm_client_overhead-" + std::to_string(::getpid()));
   fs::create_directories(work / "out");
@@ -109,6 +115,8 @@ int main(int argc, char** argv) {
   if (port == 0) {
     std::fprintf(stderr, "the server did not start; is %s built?\n", binary.c_str());
     ::kill(server, SIGTERM);
+    ::waitpid(server, nullptr, 0);
+    fs::remove_all(work);
     return 1;
   }
 

@@ -322,7 +322,8 @@ TEST(GenerateCli, WritesFilesAndReportsErrors) {
   auto endpoint = RunDraftforge({"generate", "--endpoint", "http://127.0.0.1:8000/v1",
                                  "--preprocessed-data", data_dir});
   EXPECT_NE(endpoint.exit_code, 0);
-  EXPECT_NE(endpoint.output.find("not built yet"), std::string::npos) << endpoint.output;
+  EXPECT_NE(endpoint.output.find("--layer-ids is required with --endpoint"), std::string::npos)
+      << endpoint.output;
 
   auto run = RunDraftforge({"generate", "--model", model_dir.string(), "--preprocessed-data",
                             data_dir, "--layer-ids", "1", "2", "3", "5", "--max-samples", "3",

@@ -1,5 +1,6 @@
-// A `draftforge serve` child process for tests: started with --ready-file so
-// the test knows its port, its log kept in a file, killed on destruction.
+// A `draftforge serve` child process for tests. It starts with --ready-file,
+// which gives the test its port, logs to a file and is stopped on
+// destruction.
 #pragma once
 
 #include <gtest/gtest.h>

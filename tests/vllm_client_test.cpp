@@ -145,6 +145,29 @@ TEST_F(RemoteGenerateTest, FilesEqualEmbeddedEngine) {
   EXPECT_NE(again.output.find("0 to request"), std::string::npos) << again.output;
 }
 
+TEST_F(RemoteGenerateTest, TwoEndpointsShareTheWork) {
+  ServeProcess first(dir_.path(), model_, ServeArgs({"--test-delay-ms", "20"}));
+  ServeProcess second(dir_.path(), model_, ServeArgs({"--test-delay-ms", "20"}));
+  ASSERT_TRUE(first.ok()) << first.Log();
+  ASSERT_TRUE(second.ok()) << second.Log();
+  const fs::path output = dir_.path() / "out";
+  auto result = RunDraftforge({"generate", "--endpoint", first.url(), "--endpoint", second.url(),
+                               "--model", model_, "--preprocessed-data", data_.string(), "--output",
+                               output.string(), "--concurrency", "2", "--layer-ids", "1", "2", "3",
+                               "5"});
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_EQ(CheckFiles(output), dataset_.num_rows());
+
+  // Each server logs its request count when it stops.
+  first.Kill(SIGTERM);
+  second.Kill(SIGTERM);
+  for (const ServeProcess* server : {&first, &second}) {
+    const std::string log = server->Log();
+    EXPECT_NE(log.find("stopped after"), std::string::npos) << log;
+    EXPECT_EQ(log.find("stopped after 0 completion requests"), std::string::npos) << log;
+  }
+}
+
 TEST_F(RemoteGenerateTest, ServerKilledMidRunThenRerunCompletes) {
   const fs::path output = dir_.path() / "out";
   int port = 0;

@@ -2,6 +2,7 @@
 
 #include <fmt/ranges.h>
 #include <httplib.h>
+#include <sys/socket.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -88,6 +89,10 @@ struct HttpError {
 
 HttpError BadRequest(std::string message, std::string param = "") {
   return HttpError{400, "BadRequestError", std::move(message), std::move(param)};
+}
+
+HttpError ServerError(std::string message) {
+  return HttpError{500, "InternalServerError", std::move(message), ""};
 }
 
 std::string ErrorBody(const HttpError& error) {
@@ -360,8 +365,7 @@ void HiddenStatesServer::Impl::HandleCompletion(const httplib::Request& request,
   auto hits = [number](int64_t every) { return every > 0 && number % every == 0; };
   if (faults.delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(faults.delay_ms));
   if (hits(faults.fail_every)) {
-    Reply(response, HttpError{500, "InternalServerError",
-                              fmt::format("fault injected by --test-fail-every (request {})", number)});
+    Reply(response, ServerError(fmt::format("fault injected by --test-fail-every (request {})", number)));
     return;
   }
   if (hits(faults.drop_connection_every)) {
@@ -394,14 +398,14 @@ void HiddenStatesServer::Impl::HandleCompletion(const httplib::Request& request,
     if (!parsed->custom_path.empty()) {
       Status created = CreateDirectories(fs::path(work.path).parent_path().string());
       if (!created.ok()) {
-        Reply(response, HttpError{500, "InternalServerError", created.ToString()});
+        Reply(response, ServerError(created.ToString()));
         return;
       }
     }
     // Like vLLM, the lock exists and is held before the request can finish.
     auto lock = HeldFileLock::Acquire(LockPathFor(work.path));
     if (!lock.ok()) {
-      Reply(response, HttpError{500, "InternalServerError", lock.status().ToString()});
+      Reply(response, ServerError(lock.status().ToString()));
       return;
     }
     work.lock = std::make_shared<HeldFileLock>(lock.MoveValueUnsafe());
@@ -426,9 +430,8 @@ void HiddenStatesServer::Impl::HandleCompletion(const httplib::Request& request,
     if (!results[p].ok()) {
       // The locks are released when `works` goes out of scope, with no file
       // written, as after a failed write in vLLM.
-      Reply(response, HttpError{500, "InternalServerError",
-                                fmt::format("request {}: {}", works[p].request_id,
-                                            results[p].ToString())});
+      Reply(response, ServerError(fmt::format("request {}: {}", works[p].request_id,
+                                              results[p].ToString())));
       return;
     }
   }
@@ -528,6 +531,8 @@ Result<std::unique_ptr<HiddenStatesServer>> HiddenStatesServer::Create(const Ser
   impl->http.new_task_queue = [http_threads] { return new httplib::ThreadPool(http_threads); };
   impl->http.set_payload_max_length(options.max_body_bytes);
   impl->http.set_keep_alive_max_count(1000000);
+  // Without TCP_NODELAY, delayed ACKs stall each small response by ~40 ms.
+  impl->http.set_tcp_nodelay(true);
   impl->http.Get("/v1/models", [self](const httplib::Request&, httplib::Response& response) {
     self->HandleModels(response);
   });
@@ -551,22 +556,31 @@ Result<std::unique_ptr<HiddenStatesServer>> HiddenStatesServer::Create(const Ser
       message = fmt::format("{} {} failed with HTTP {}", request.method, request.path,
                             response.status);
     }
-    self->Reply(response, HttpError{response.status, ErrorTypeForStatus(response.status), message});
+    self->Reply(response,
+                HttpError{response.status, ErrorTypeForStatus(response.status), message, ""});
     return httplib::Server::HandlerResponse::Handled;
   }));
   impl->http.set_exception_handler(
       [self](const httplib::Request& request, httplib::Response& response, std::exception_ptr error) {
-        std::string what = "unknown exception";
+        std::string description = "unknown exception";
         try {
           std::rethrow_exception(error);
         } catch (const std::exception& exception) {
-          what = exception.what();
+          description = exception.what();
         } catch (...) {
         }
-        self->Reply(response, HttpError{500, "InternalServerError",
-                                        fmt::format("{} {}: {}", request.method, request.path, what)});
+        self->Reply(response, ServerError(fmt::format("{} {}: {}", request.method, request.path, description)));
       });
 
+  // httplib 0.11 listens with a backlog of 5, so a burst of new client
+  // connections overflows the accept queue and some requests stall until
+  // httplib's 5 s read timeout closes them. Calling listen() again on the
+  // bound socket raises the backlog.
+  auto listen_socket = std::make_shared<std::atomic<int>>(-1);
+  impl->http.set_socket_options([listen_socket](socket_t socket) {
+    httplib::default_socket_options(socket);
+    listen_socket->store(socket);
+  });
   if (options.port == 0) {
     impl->port = impl->http.bind_to_any_port(options.host);
     if (impl->port <= 0) {
@@ -580,6 +594,7 @@ Result<std::unique_ptr<HiddenStatesServer>> HiddenStatesServer::Create(const Ser
     }
     impl->port = options.port;
   }
+  if (listen_socket->load() >= 0) ::listen(listen_socket->load(), SOMAXCONN);
   impl->writers = std::make_unique<WorkQueue>(std::max(1, options.writer_threads));
   if (!options.zero_work) impl->engine_queue = std::make_unique<WorkQueue>(1);
   return std::unique_ptr<HiddenStatesServer>(new HiddenStatesServer(std::move(impl)));

@@ -64,7 +64,9 @@ struct ServeOptions {
   // Skip the model: write zero hidden states of the right shape, answer
   // token 0. Only config.json is read. For measuring client overhead.
   bool zero_work = false;
-  int http_threads = 64;   // concurrent HTTP connections (each keep-alive connection holds one)
+  // Concurrent HTTP connections: each open keep-alive connection occupies a
+  // thread, so this must exceed the clients' total concurrency.
+  int http_threads = 256;
   int writer_threads = 4;  // file writers, like vLLM's num_writer_threads
   ServeFaults faults;
 };

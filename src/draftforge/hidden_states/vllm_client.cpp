@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 #include <httplib.h>
 #include <spdlog/spdlog.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -19,6 +18,8 @@
 #include "draftforge/hidden_states/hs_lock.h"
 #include "draftforge/io/safetensors.h"
 #include "draftforge/io/torch_tensors.h"
+#include "draftforge/hidden_states/generate.h"
+#include "draftforge/util/bytes.h"
 
 namespace draftforge::hidden_states {
 namespace {
@@ -138,10 +139,122 @@ struct HiddenStatesClient::Impl {
   std::optional<AttemptError> Attempt(Endpoint& endpoint, int64_t index,
                                       std::span<const int64_t> ids, const std::string& dest_path,
                                       SampleOutput& output);
+  std::optional<AttemptError> CheckFile(const std::string& path, const std::string& server_path,
+                                        std::span<const int64_t> ids, int64_t& file_size) const;
   std::optional<AttemptError> KeepFile(int64_t index, std::span<const int64_t> ids,
                                        const std::string& server_path, const std::string& dest_path,
                                        SampleOutput& output);
 };
+
+namespace {
+
+// Returns the index of the first NaN or Inf among `count` little-endian
+// floats of `dtype` (F32, BF16 or F16), or -1: a value is not finite when
+// all its exponent bits are set.
+int64_t FirstNonFinite(const uint8_t* data, int64_t count, io::DType dtype) {
+  if (dtype == io::DType::kF32) {
+    for (int64_t i = 0; i < count; ++i) {
+      if ((LoadLittleEndian<uint32_t>(data + 4 * i) & 0x7f800000u) == 0x7f800000u) return i;
+    }
+    return -1;
+  }
+  const uint16_t exponent = dtype == io::DType::kBF16 ? 0x7f80 : 0x7c00;
+  for (int64_t i = 0; i < count; ++i) {
+    if ((LoadLittleEndian<uint16_t>(data + 2 * i) & exponent) == exponent) return i;
+  }
+  return -1;
+}
+
+}  // namespace
+
+// The checks of ReadHiddenStatesFile (hs_file.h), done on the mapped bytes
+// without copying into tensors, because this runs once per request.
+std::optional<AttemptError> HiddenStatesClient::Impl::CheckFile(const std::string& path,
+                                                                const std::string& server_path,
+                                                                std::span<const int64_t> ids,
+                                                                int64_t& file_size) const {
+  auto opened = io::SafetensorsFile::Open(path);
+  if (!opened.ok()) return Retryable(opened.status().WithContext(server_path));
+  const io::SafetensorsFile& file = *opened;
+  file_size = static_cast<int64_t>(file.mapping()->size());
+  const io::TensorInfo* token_ids = file.Find(kTokenIdsKey);
+  const io::TensorInfo* hidden = file.Find(kHiddenStatesKey);
+  if (token_ids == nullptr || hidden == nullptr) {
+    return Retryable(Status::Corrupt("{}: a hidden-states file needs the tensors '{}' and '{}'",
+                                     server_path, kTokenIdsKey, kHiddenStatesKey));
+  }
+  if (token_ids->shape.size() != 1 ||
+      (token_ids->dtype != io::DType::kI64 && token_ids->dtype != io::DType::kI32)) {
+    return Final(Status::Invalid("{}: token_ids must be I64 or I32 of rank 1, got {} with {} "
+                                 "dimensions",
+                                 server_path, io::DTypeName(token_ids->dtype),
+                                 token_ids->shape.size()));
+  }
+  if (hidden->shape.size() != 3 ||
+      (hidden->dtype != io::DType::kF32 && hidden->dtype != io::DType::kBF16 &&
+       hidden->dtype != io::DType::kF16)) {
+    return Final(Status::Invalid("{}: hidden_states must be F32, BF16 or F16 [T, L, H], got {} "
+                                 "with {} dimensions",
+                                 server_path, io::DTypeName(hidden->dtype), hidden->shape.size()));
+  }
+
+  const int64_t tokens = static_cast<int64_t>(ids.size());
+  if (token_ids->shape[0] != tokens) {
+    return Final(Status::Invalid("{}: token_ids has {} tokens but {} were sent", server_path,
+                                 token_ids->shape[0], tokens));
+  }
+  const uint8_t* stored_ids = file.DataOf(*token_ids);
+  for (int64_t t = 0; t < tokens; ++t) {
+    const int64_t value = token_ids->dtype == io::DType::kI64
+                              ? LoadLittleEndian<int64_t>(stored_ids + 8 * t)
+                              : LoadLittleEndian<int32_t>(stored_ids + 4 * t);
+    if (value != ids[t]) {
+      return Final(Status::Invalid("{}: token_ids[{}] is {} but {} was sent; the file belongs to "
+                                   "another request",
+                                   server_path, t, value, ids[t]));
+    }
+  }
+  // Fewer rows than tokens is what prefix caching produces.
+  if (hidden->shape[0] < tokens) {
+    return Final(Status::Invalid(
+        "{}: hidden_states has {} rows for {} tokens; a vLLM server with prefix caching skips "
+        "the cached prefix, so start it with --no-enable-prefix-caching",
+        server_path, hidden->shape[0], tokens));
+  }
+  if (hidden->shape[0] != tokens) {
+    return Final(Status::Invalid("{}: hidden_states has {} rows for {} tokens", server_path,
+                                 hidden->shape[0], tokens));
+  }
+  if (options.num_layers && hidden->shape[1] != *options.num_layers) {
+    return Final(Status::Invalid("{}: hidden_states holds {} layers but {} layer ids are "
+                                 "configured; pass the server's layer ids with --layer-ids",
+                                 server_path, hidden->shape[1], *options.num_layers));
+  }
+  if (options.hidden_size && hidden->shape[2] != *options.hidden_size) {
+    return Final(Status::Invalid("{}: hidden_states has hidden size {} but the model has {}; the "
+                                 "server runs another model",
+                                 server_path, hidden->shape[2], *options.hidden_size));
+  }
+  if (options.dtype) {
+    auto stored = io::TorchDtypeOf(hidden->dtype);
+    if (!stored.ok() || *stored != *options.dtype) {
+      return Final(Status::Invalid("{}: hidden_states is {} but {} is configured; the server runs "
+                                   "the model in another dtype, pass --hidden-states-dtype to "
+                                   "match it or restart the server",
+                                   server_path, io::DTypeName(hidden->dtype),
+                                   DtypeName(*options.dtype)));
+    }
+  }
+  const int64_t bad = FirstNonFinite(file.DataOf(*hidden), hidden->numel(), hidden->dtype);
+  if (bad >= 0) {
+    const int64_t per_token = hidden->shape[1] * hidden->shape[2];
+    return Final(Status::Invalid("{}: hidden_states has a NaN or Inf at token {}, slot {}; the "
+                                 "model produced non-finite values for this sample",
+                                 server_path, bad / per_token, (bad % per_token) / hidden->shape[2]));
+  }
+  return std::nullopt;
+}
+
 
 std::unique_ptr<httplib::Client> HiddenStatesClient::Impl::AcquireConnection(
     Endpoint& endpoint, bool* reused) const {
@@ -306,7 +419,7 @@ std::optional<AttemptError> HiddenStatesClient::Impl::Attempt(Endpoint& endpoint
   }
   if (reported == nullptr) {
     return Final(Status::Invalid("the response from {} has no choices[0].prompt_token_ids; the "
-                                 "server must support \"return_token_ids\" (vLLM 0.10.2 or newer)",
+                                 "server must support \"return_token_ids\"; upgrade vLLM",
                                  endpoint.url));
   }
   if (!SameTokens(*reported, ids)) {
@@ -364,43 +477,8 @@ std::optional<AttemptError> HiddenStatesClient::Impl::KeepFile(int64_t index,
     }
   } temp{temp_path};
 
-  // Fewer hidden-state rows than tokens is what prefix caching produces, so
-  // it gets its own message before the general checks.
-  {
-    auto file = io::SafetensorsFile::Open(temp_path);
-    if (!file.ok()) return Retryable(file.status().WithContext(server_path));
-    const io::TensorInfo* hidden = file->Find(kHiddenStatesKey);
-    const io::TensorInfo* token_ids = file->Find(kTokenIdsKey);
-    if (hidden != nullptr && token_ids != nullptr && hidden->shape.size() == 3 &&
-        token_ids->shape.size() == 1 && hidden->shape[0] < token_ids->shape[0]) {
-      return Final(Status::Invalid(
-          "{}: hidden_states has {} rows for {} tokens; a vLLM server with prefix caching skips "
-          "the cached prefix, so start it with --no-enable-prefix-caching",
-          server_path, hidden->shape[0], token_ids->shape[0]));
-    }
-    if (options.dtype && hidden != nullptr) {
-      auto stored = io::TorchDtypeOf(hidden->dtype);
-      if (stored.ok() && *stored != *options.dtype) {
-        return Final(Status::Invalid("{}: hidden_states is {} but {} is configured; the server "
-                                     "runs the model in another dtype, pass "
-                                     "--hidden-states-dtype {} or restart the server",
-                                     server_path, io::DTypeName(hidden->dtype),
-                                     c10::toString(*options.dtype), io::DTypeName(hidden->dtype)));
-      }
-    }
-  }
-  HiddenStatesExpectation expected;
-  expected.token_ids = ids;
-  expected.num_layers = options.num_layers;
-  expected.hidden_size = options.hidden_size;
-  auto file = ReadHiddenStatesFile(temp_path, expected);
-  if (!file.ok()) {
-    Status status = file.status().WithContext(fmt::format("file from {}", server_path));
-    // Corrupt: damaged on disk, which a new request may fix. Invalid: the
-    // file contradicts the request, which it will not.
-    if (file.status().code() == StatusCode::kCorrupt) return Retryable(status);
-    return Final(status);
-  }
+  int64_t file_size = 0;
+  if (auto error = CheckFile(temp_path, server_path, ids, file_size)) return error;
 
   // NOTE: no fsync, so the rename is atomic against process crashes but a
   // power loss may leave an empty or short file; --validate-outputs finds it.
@@ -409,10 +487,9 @@ std::optional<AttemptError> HiddenStatesClient::Impl::KeepFile(int64_t index,
                                  std::strerror(errno)));
   }
   temp.keep = true;
-  struct stat info {};
   output.path = dest_path;
   output.tokens = static_cast<int64_t>(ids.size());
-  output.bytes = ::stat(dest_path.c_str(), &info) == 0 ? static_cast<int64_t>(info.st_size) : 0;
+  output.bytes = file_size;
   return std::nullopt;
 }
 
