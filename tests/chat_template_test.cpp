@@ -319,6 +319,20 @@ TEST(ChatTemplateSemantics, PythonCornerCases) {
   EXPECT_EQ(RenderErrorType("{{ 1 // 0 }}"), "ZeroDivisionError");
 }
 
+TEST(ChatTemplateSemantics, ErrorsMatchJinja) {
+  EXPECT_EQ(RenderErrorType("{{ messages[0].content[0].x[1:] }}"), "UndefinedError");
+  EXPECT_EQ(RenderErrorType("{% set f = 2.5 %}{{ f[1:] }}"), "TypeError");
+  EXPECT_EQ(RenderErrorType("{{ messages[0][1:] }}"), "TypeError");
+  EXPECT_EQ(RenderErrorType("{{ missing | int }}"), "UndefinedError");
+  EXPECT_EQ(RenderErrorType("{{ 'ab'.find(1) }}"), "TypeError");
+  EXPECT_EQ(RenderErrorType("{{ 5 | indent }}"), "TypeError");
+  EXPECT_EQ(RenderErrorType("{{ 'ab' * 4000000000 }}"), "OverflowError");
+  EXPECT_EQ(RenderErrorType("{{ 'x'.center(4000000000) }}"), "OverflowError");
+  EXPECT_EQ(RenderText("{{ 0 | map('string') | list }} {{ 2.5 is odd }} {{ 4.0 is divisibleby 2 }} {{ 'ab' % [1] }}"),
+            "[] False True ab");
+  EXPECT_EQ(RenderText("{{ {'k': 1} | truncate(3) }}"), "{'k': 1}");
+}
+
 TEST(ChatTemplateSemantics, UndefinedBehaviour) {
   EXPECT_EQ(RenderText("[{{ missing }}]{% for x in missing %}no{% endfor %}{{ missing is defined }}"),
             "[]False");
