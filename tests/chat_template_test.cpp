@@ -73,8 +73,8 @@ struct GoldenOutcome {
   std::vector<std::string> failures;
 };
 
-// Runs every line of one golden file; returns per-file counts and the first
-// failures.
+// Runs every line of one golden file and returns its pass count with the
+// first failures.
 GoldenOutcome RunGoldenFile(const fs::path& file, const fs::path& tokenizers_dir) {
   GoldenOutcome outcome;
   std::map<std::string, Result<ChatTemplate>> compiled_cache;

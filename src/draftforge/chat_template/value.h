@@ -10,8 +10,8 @@
 // immutable, so only a namespace is ever mutated after creation.
 //
 // Errors inside the engine are thrown as TemplateException and converted to a
-// Status at the public boundary (ChatTemplate::Render), so they never escape
-// the library.
+// Status at the public boundary (ChatTemplate::Compile and Render), so they
+// never escape the library.
 #pragma once
 
 #include <nlohmann/json.hpp>
