@@ -73,8 +73,8 @@ struct GoldenOutcome {
   std::vector<std::string> failures;
 };
 
-// Runs every line of one golden file; returns per-file counts and the first
-// failures.
+// Runs every line of one golden file and returns its pass count with the
+// first failures.
 GoldenOutcome RunGoldenFile(const fs::path& file, const fs::path& tokenizers_dir) {
   GoldenOutcome outcome;
   std::map<std::string, Result<ChatTemplate>> compiled_cache;
@@ -317,6 +317,20 @@ TEST(ChatTemplateSemantics, PythonCornerCases) {
   EXPECT_EQ(RenderErrorType("{{ range(200000) | length }}"), "OverflowError");
   EXPECT_EQ(RenderErrorType("{{ 3 is divisibleby 0 }}"), "ZeroDivisionError");
   EXPECT_EQ(RenderErrorType("{{ 1 // 0 }}"), "ZeroDivisionError");
+}
+
+TEST(ChatTemplateSemantics, ErrorsMatchJinja) {
+  EXPECT_EQ(RenderErrorType("{{ messages[0].content[0].x[1:] }}"), "UndefinedError");
+  EXPECT_EQ(RenderErrorType("{% set f = 2.5 %}{{ f[1:] }}"), "TypeError");
+  EXPECT_EQ(RenderErrorType("{{ messages[0][1:] }}"), "TypeError");
+  EXPECT_EQ(RenderErrorType("{{ missing | int }}"), "UndefinedError");
+  EXPECT_EQ(RenderErrorType("{{ 'ab'.find(1) }}"), "TypeError");
+  EXPECT_EQ(RenderErrorType("{{ 5 | indent }}"), "TypeError");
+  EXPECT_EQ(RenderErrorType("{{ 'ab' * 4000000000 }}"), "OverflowError");
+  EXPECT_EQ(RenderErrorType("{{ 'x'.center(4000000000) }}"), "OverflowError");
+  EXPECT_EQ(RenderText("{{ 0 | map('string') | list }} {{ 2.5 is odd }} {{ 4.0 is divisibleby 2 }} {{ 'ab' % [1] }}"),
+            "[] False True ab");
+  EXPECT_EQ(RenderText("{{ {'k': 1} | truncate(3) }}"), "{'k': 1}");
 }
 
 TEST(ChatTemplateSemantics, UndefinedBehaviour) {

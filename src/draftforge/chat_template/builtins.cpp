@@ -206,6 +206,7 @@ Value FilterTojson(const Value& input, CallArgs& call, Interpreter&) {
   Value indent = a.Or(1, Value::None());
   if (!indent.is_none()) {
     options.has_indent = true;
+    if (indent.is_integral()) CheckBuiltSize(indent.as_int(), 1);
     options.indent = indent.is_integral() ? std::string(static_cast<size_t>(std::max<int64_t>(0, indent.as_int())), ' ')
                                           : ToPythonStr(indent);
     options.item_separator = ",";
@@ -330,7 +331,9 @@ Value FilterItems(const Value& input, CallArgs& call, Interpreter&) {
 
 Value FilterDictsort(const Value& input, CallArgs& call, Interpreter&) {
   Args a(call, "dictsort", {"case_sensitive", "by", "reverse"});
-  if (!input.is_dict()) ThrowError(ErrorType::kTypeError, "dictsort: input must be a mapping");
+  if (!input.is_dict()) {
+    ThrowError(ErrorType::kAttributeError, fmt::format("'{}' object has no attribute 'items'", input.TypeName()));
+  }
   bool case_sensitive = a.Bool(0, false);
   std::string by = ToPythonStr(a.Or(1, Str("key")));
   if (by != "key" && by != "value") ThrowError(ErrorType::kValueError, "You can only sort by either 'key' or 'value'");
@@ -364,6 +367,7 @@ Value ApplyMapItem(Interpreter& interp, const Value& item, CallArgs& call) {
 
 Value FilterMap(const Value& input, CallArgs& call, Interpreter& interp) {
   std::vector<Value> out;
+  if (!input.Truthy()) return Value::List();  // Jinja checks `if value:` first
   for (const auto& item : interp.Iterate(input)) out.push_back(ApplyMapItem(interp, item, call));
   return Value::List(std::move(out));
 }
@@ -383,6 +387,7 @@ Value SelectOrReject(const Value& input, CallArgs& call, Interpreter& interp, bo
                               call.positional.end());
   test_args.keyword = call.keyword;
   std::vector<Value> out;
+  if (!input.Truthy()) return Value::List();  // Jinja checks `if seq:` first
   for (const auto& item : interp.Iterate(input)) {
     Value subject = by_attribute ? GetAttributePath(interp, item, attribute) : item;
     bool passed = test.empty() ? subject.Truthy() : interp.ApplyTest(test, subject, test_args);
@@ -430,10 +435,14 @@ Value FilterInt(const Value& input, CallArgs& call, Interpreter&) {
   Args a(call, "int", {"default", "base"});
   Value fallback = a.Or(0, Value::Int(0));
   int64_t base = a.Int(1, 10);
+  if (input.is_undefined()) input.ThrowUndefined();
   if (input.is_integral()) return Value::Int(input.as_int());
   if (input.is_float()) {
     if (!std::isfinite(input.as_double())) return fallback;
-    return Value::Int(static_cast<int64_t>(std::trunc(input.as_double())));
+    double truncated = std::trunc(input.as_double());
+    // NOTE: Python returns an exact big int here; beyond int64 this keeps the float.
+    if (std::fabs(truncated) >= 9.2e18) return Value::Float(truncated);
+    return Value::Int(static_cast<int64_t>(truncated));
   }
   if (input.is_string()) {
     if (auto v = ParsePythonInt(input.str(), static_cast<int>(base))) return Value::Int(*v);
@@ -447,6 +456,7 @@ Value FilterInt(const Value& input, CallArgs& call, Interpreter&) {
 Value FilterFloat(const Value& input, CallArgs& call, Interpreter&) {
   Args a(call, "float", {"default"});
   Value fallback = a.Or(0, Value::Float(0.0));
+  if (input.is_undefined()) input.ThrowUndefined();
   if (input.is_number()) return Value::Float(input.as_double());
   if (input.is_string()) {
     if (auto d = ParsePythonFloat(input.str())) return Value::Float(*d);
@@ -485,11 +495,18 @@ Value FilterRound(const Value& input, CallArgs& call, Interpreter&) {
 Value FilterIndent(const Value& input, CallArgs& call, Interpreter&) {
   Args a(call, "indent", {"width", "first", "blank"});
   Value width = a.Or(0, Value::Int(4));
+  if (width.is_integral()) CheckBuiltSize(width.as_int(), 1);
   std::string indentation = width.is_string() ? width.str()
                                               : std::string(static_cast<size_t>(std::max<int64_t>(0, width.as_int())), ' ');
   bool first = a.Bool(1, false);
   bool blank = a.Bool(2, false);
-  std::string s = ToPythonStr(input) + "\n";
+  // Jinja appends "\n" to the input itself, which only a str supports.
+  if (input.is_undefined()) input.ThrowUndefined();
+  if (!input.is_string()) {
+    ThrowError(ErrorType::kTypeError,
+               fmt::format("unsupported operand type(s) for +=: '{}' and 'str'", input.TypeName()));
+  }
+  std::string s = input.str() + "\n";
   std::vector<std::string> lines = PySplitLines(s);
   std::string out;
   if (blank) {
@@ -597,6 +614,7 @@ Value FilterCenter(const Value& input, CallArgs& call, Interpreter&) {
   Args a(call, "center", {"width"});
   std::string s = ToPythonStr(input);
   int64_t width = a.Int(0, 80);
+  CheckBuiltSize(width, 1);
   int64_t length = CodePointLength(s);
   if (width <= length) return Str(s);
   int64_t pad = width - length;
@@ -607,11 +625,13 @@ Value FilterCenter(const Value& input, CallArgs& call, Interpreter&) {
 
 Value FilterTruncate(const Value& input, CallArgs& call, Interpreter&) {
   Args a(call, "truncate", {"length", "killwords", "end", "leeway"});
-  std::string s = ToPythonStr(input);
   int64_t length = a.Int(0, 255);
   bool killwords = a.Bool(1, false);
   std::string end = ToPythonStr(a.Or(2, Str("...")));
   int64_t leeway = a.Int(3, 5);
+  // Jinja compares len() of the input itself and returns short inputs unchanged.
+  if (Length(input) <= length + leeway) return input;
+  std::string s = ToPythonStr(input);
   std::vector<char32_t> cps = DecodeUtf8(s);
   int64_t end_length = CodePointLength(end);
   if (length < end_length) ThrowError(ErrorType::kValueError, "expected length >= len(end)");
@@ -723,6 +743,27 @@ const Value& TestArgument(CallArgs& call, const char* test) {
   return call.positional[0];
 }
 
+// Python's a % b for the numeric tests (odd, even, divisibleby), as a double.
+double PythonMod(const Value& a, const Value& b) {
+  if (a.is_undefined()) a.ThrowUndefined();
+  if (b.is_undefined()) b.ThrowUndefined();
+  if (a.is_string()) ThrowError(ErrorType::kTypeError, "not all arguments converted during string formatting");
+  if (!a.is_number() || !b.is_number()) {
+    ThrowError(ErrorType::kTypeError, fmt::format("unsupported operand type(s) for %: '{}' and '{}'", a.TypeName(),
+                                                  b.TypeName()));
+  }
+  if (a.is_integral() && b.is_integral()) {
+    if (b.as_int() == 0) ThrowError(ErrorType::kZeroDivisionError, "integer modulo by zero");
+    int64_t r = a.as_int() % b.as_int();
+    if (r != 0 && ((r < 0) != (b.as_int() < 0))) r += b.as_int();
+    return static_cast<double>(r);
+  }
+  if (b.as_double() == 0.0) ThrowError(ErrorType::kZeroDivisionError, "float modulo");
+  double r = std::fmod(a.as_double(), b.as_double());
+  if (r != 0 && ((r < 0) != (b.as_double() < 0))) r += b.as_double();
+  return r;
+}
+
 bool IsSameAs(const Value& a, const Value& b) {
   if (a.kind() != b.kind()) return false;
   switch (a.kind()) {
@@ -764,21 +805,10 @@ const std::unordered_map<std::string, TestFn>& Tests() {
          return PyUpper(s) == s && PyLower(s) != s;
        }},
       {"escaped", [](const Value& v, CallArgs&, Interpreter&) { return v.is_string() && v.is_safe(); }},
-      {"odd", [](const Value& v, CallArgs&, Interpreter&) {
-         if (!v.is_integral()) ThrowError(ErrorType::kTypeError, "test 'odd' requires an integer");
-         return (v.as_int() % 2) != 0;
-       }},
-      {"even", [](const Value& v, CallArgs&, Interpreter&) {
-         if (!v.is_integral()) ThrowError(ErrorType::kTypeError, "test 'even' requires an integer");
-         return (v.as_int() % 2) == 0;
-       }},
+      {"odd", [](const Value& v, CallArgs&, Interpreter&) { return PythonMod(v, Value::Int(2)) == 1.0; }},
+      {"even", [](const Value& v, CallArgs&, Interpreter&) { return PythonMod(v, Value::Int(2)) == 0.0; }},
       {"divisibleby", [](const Value& v, CallArgs& c, Interpreter&) {
-         const Value& n = TestArgument(c, "divisibleby");
-         if (!v.is_integral() || !n.is_integral()) {
-           ThrowError(ErrorType::kTypeError, "test 'divisibleby' requires integers");
-         }
-         if (n.as_int() == 0) ThrowError(ErrorType::kZeroDivisionError, "integer modulo by zero");
-         return v.as_int() % n.as_int() == 0;
+         return PythonMod(v, TestArgument(c, "divisibleby")) == 0.0;
        }},
       {"eq", [](const Value& v, CallArgs& c, Interpreter&) { return ValuesEqual(v, TestArgument(c, "eq")); }},
       {"ne", [](const Value& v, CallArgs& c, Interpreter&) { return !ValuesEqual(v, TestArgument(c, "ne")); }},
@@ -824,6 +854,13 @@ std::string CanonicalTestName(const std::string& name) {
 // ---------------------------------------------------------------------------
 // Methods
 // ---------------------------------------------------------------------------
+
+// A str method argument that Python requires to be a str.
+const std::string& RequireStr(const Value& v) {
+  if (v.is_undefined()) v.ThrowUndefined();
+  if (!v.is_string()) ThrowError(ErrorType::kTypeError, fmt::format("must be str, not {}", v.TypeName()));
+  return v.str();
+}
 
 std::optional<std::string> OptionalStringArg(const Value* v) {
   if (v == nullptr || v->is_none()) return std::nullopt;
@@ -950,13 +987,19 @@ std::string FormatSpec(const Value& value, const std::string& spec) {
     zero = true;
     ++p;
   }
-  int width = 0;
-  while (p < spec.size() && std::isdigit(static_cast<unsigned char>(spec[p]))) width = width * 10 + (spec[p++] - '0');
+  auto read_number = [&]() {
+    int64_t n = 0;
+    while (p < spec.size() && std::isdigit(static_cast<unsigned char>(spec[p]))) {
+      n = n * 10 + (spec[p++] - '0');
+      CheckBuiltSize(n, 1);
+    }
+    return static_cast<int>(n);
+  };
+  int width = read_number();
   int precision = -1;
   if (p < spec.size() && spec[p] == '.') {
     ++p;
-    precision = 0;
-    while (p < spec.size() && std::isdigit(static_cast<unsigned char>(spec[p]))) precision = precision * 10 + (spec[p++] - '0');
+    precision = read_number();
   }
   char type = p < spec.size() ? spec[p] : '\0';
   std::string body;
@@ -1011,7 +1054,7 @@ Value StrMethod(const std::string& s, const std::string& name, CallArgs& call, I
   }
   if (name == "replace") {
     Args a(call, name, {"old", "new", "count"});
-    return Str(PyReplace(s, ToPythonStr(a.Required(0)), ToPythonStr(a.Required(1)), a.Int(2, -1)));
+    return Str(PyReplace(s, RequireStr(a.Required(0)), RequireStr(a.Required(1)), a.Int(2, -1)));
   }
   if (name == "upper") return Str(PyUpper(s));
   if (name == "lower" || name == "casefold") return Str(PyLower(s));
@@ -1019,13 +1062,13 @@ Value StrMethod(const std::string& s, const std::string& name, CallArgs& call, I
   if (name == "capitalize") return Str(PyCapitalize(s));
   if (name == "find" || name == "rfind" || name == "index" || name == "rindex") {
     Args a(call, name, {"sub"});
-    int64_t found = PyFind(s, ToPythonStr(a.Required(0)), name[0] == 'r');
+    int64_t found = PyFind(s, RequireStr(a.Required(0)), name[0] == 'r');
     if (found < 0 && (name == "index" || name == "rindex")) ThrowError(ErrorType::kValueError, "substring not found");
     return Value::Int(found);
   }
   if (name == "count") {
     Args a(call, name, {"sub"});
-    return Value::Int(PyCount(s, ToPythonStr(a.Required(0))));
+    return Value::Int(PyCount(s, RequireStr(a.Required(0))));
   }
   if (name == "join") {
     Args a(call, name, {"iterable"});
@@ -1064,6 +1107,7 @@ Value StrMethod(const std::string& s, const std::string& name, CallArgs& call, I
   if (name == "zfill") {
     Args a(call, name, {"width"});
     int64_t width = a.Int(0, 0);
+    CheckBuiltSize(width, 1);
     int64_t length = CodePointLength(s);
     if (width <= length) return Str(s);
     size_t sign = (!s.empty() && (s[0] == '+' || s[0] == '-')) ? 1 : 0;
@@ -1073,6 +1117,7 @@ Value StrMethod(const std::string& s, const std::string& name, CallArgs& call, I
     Args a(call, name, {"width", "fillchar"});
     int64_t width = a.Int(0, 0);
     std::string fill = ToPythonStr(a.Or(1, Str(" ")));
+    CheckBuiltSize(width, static_cast<int64_t>(fill.size()));
     int64_t length = CodePointLength(s);
     if (width <= length) return Str(s);
     int64_t pad = width - length;
@@ -1305,6 +1350,8 @@ std::string PercentFormat(const std::string& format, const Value& args) {
   const Value* mapping = nullptr;
   if (args.is_tuple()) {
     values = args.items();
+  } else if (args.is_list()) {
+    values.push_back(args);
   } else if (args.is_dict()) {
     // A mapping serves "%(name)s" fields, and a plain "%s" formats it whole.
     mapping = &args;
@@ -1346,6 +1393,10 @@ std::string PercentFormat(const std::string& format, const Value& args) {
       ++i;
       while (i < format.size() && std::isdigit(static_cast<unsigned char>(format[i]))) precision.push_back(format[i++]);
       if (precision.empty()) precision = "0";
+    }
+    // snprintf below writes into a fixed buffer, so widths stay small.
+    if (width.size() > 3 || precision.size() > 3) {
+      ThrowError(ErrorType::kOverflowError, "format width or precision above 999 is not supported");
     }
     if (i >= format.size()) ThrowError(ErrorType::kValueError, "incomplete format");
     char conversion = format[i];
@@ -1390,7 +1441,8 @@ std::string PercentFormat(const std::string& format, const Value& args) {
         ThrowError(ErrorType::kValueError, fmt::format("unsupported format character '{}'", conversion));
     }
   }
-  if (mapping == nullptr && next < values.size()) {
+  // Python skips this check for arguments with __getitem__ (lists, dicts).
+  if (mapping == nullptr && !args.is_list() && next < values.size()) {
     ThrowError(ErrorType::kTypeError, "not all arguments converted during string formatting");
   }
   return out;

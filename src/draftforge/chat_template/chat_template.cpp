@@ -33,6 +33,8 @@ Result<ChatTemplate> ChatTemplate::Compile(std::string_view source, std::string 
     compiled.parsed_ = std::make_shared<const ParsedTemplate>(ParseTemplate(source));
   } catch (const TemplateException& e) {
     return ToStatus(e, compiled.name_);
+  } catch (const std::exception& e) {
+    return ToStatus(TemplateException(ErrorType::kTemplateError, e.what()), compiled.name_);
   }
   return compiled;
 }
@@ -83,6 +85,10 @@ Result<RenderResult> ChatTemplate::Render(const nlohmann::ordered_json& messages
     result.text = interpreter.Render(parsed_->nodes, &result.generation_spans);
   } catch (const TemplateException& e) {
     return ToStatus(e, name_);
+  } catch (const std::exception& e) {
+    // A library failure such as std::bad_alloc or std::out_of_range: still a
+    // failed render of this conversation, not a crash of the caller.
+    return ToStatus(TemplateException(ErrorType::kTemplateError, e.what()), name_);
   }
   return result;
 }

@@ -12,8 +12,9 @@
 // that raises. Both return a Status whose message reads
 // "template '<name>', line <N>: <ErrorType>: <message>", where ErrorType is
 // the Python exception class (TemplateError for raise_exception(),
-// UndefinedError, TypeError, SecurityError, IndexError, ...);
-// TemplateErrorType() and TemplateErrorMessage() take it apart again.
+// UndefinedError, TypeError, SecurityError, IndexError, ...). The line is 0
+// when no template line applies, as for an empty conversation.
+// TemplateErrorType() and TemplateErrorMessage() take the message apart again.
 #pragma once
 
 #include <nlohmann/json.hpp>

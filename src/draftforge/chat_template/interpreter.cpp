@@ -419,8 +419,10 @@ Value ApplySlice(const Value& object, const Value& start, const Value& stop, con
     }
     return Value::String(std::move(out));
   }
+  // Jinja compiles a slice to a plain Python subscript, so errors raise at once.
   if (object.is_undefined()) object.ThrowUndefined();
-  return Value::Undefined(fmt::format("'{} object' is not subscriptable", object.TypeName()));
+  if (object.is_dict()) ThrowError(ErrorType::kTypeError, "unhashable type: 'slice'");
+  ThrowError(ErrorType::kTypeError, fmt::format("'{}' object is not subscriptable", object.TypeName()));
 }
 
 [[noreturn]] void UnsupportedOperands(const std::string& op, const Value& left, const Value& right) {
@@ -435,6 +437,8 @@ Value ApplySlice(const Value& object, const Value& start, const Value& stop, con
 }
 
 Value Repeat(const Value& sequence, int64_t times) {
+  CheckBuiltSize(times, sequence.is_string() ? static_cast<int64_t>(sequence.str().size())
+                                             : static_cast<int64_t>(sequence.items().size()));
   if (sequence.is_string()) {
     std::string out;
     for (int64_t i = 0; i < times; ++i) out += sequence.str();
@@ -546,7 +550,6 @@ bool Interpreter::EvalCompare(const std::string& op, const Value& left, const Va
   bool negate = op == "notin";
   bool found = false;
   if (right.is_string()) {
-    if (left.is_undefined()) left.ThrowUndefined();
     if (!left.is_string()) {
       ThrowError(ErrorType::kTypeError,
                  fmt::format("'in <string>' requires string as left operand, not {}", left.TypeName()));

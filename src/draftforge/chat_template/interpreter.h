@@ -51,8 +51,8 @@ class Interpreter {
   Value GetItem(const Value& object, const Value& key);
   Value ApplyFilter(const std::string& name, const Value& input, CallArgs& args);
   bool ApplyTest(const std::string& name, const Value& input, CallArgs& args);
-  // Python iter(): list items, dict keys, string characters; undefined is
-  // empty. Raises TypeError for values that are not iterable.
+  // Python iter(): list items, dict keys or string characters. Undefined is
+  // empty, and other values raise TypeError.
   std::vector<Value> Iterate(const Value& value);
   std::string StrftimeNow(const std::string& format) const;
   // Runs a {% macro %} body in a new frame under `closure` and returns its output.
@@ -86,11 +86,15 @@ class Interpreter {
 };
 
 // The global functions of transformers' environment: range, dict, namespace,
-// raise_exception, strftime_now, cycler and joiner.
+// joiner, raise_exception and strftime_now.
+// NOTE: Jinja's cycler() and lipsum() globals are not implemented, so a
+// template calling them fails with UndefinedError.
 std::vector<std::pair<std::string, Value>> BuiltinGlobals();
 
-// Bound str/dict/list methods and the sandbox's unsafe-attribute rule; an
-// absent attribute yields an undefined value carrying Jinja's message.
+// Looks up an attribute: bound str/dict/list methods, dict keys and namespace
+// attributes. A mutating method or a name starting with "_" yields an
+// undefined value that raises SecurityError, and an absent attribute one that
+// raises UndefinedError with Jinja's message.
 Value GetBuiltinAttribute(const Value& object, const std::string& name);
 
 }  // namespace draftforge::chat_template

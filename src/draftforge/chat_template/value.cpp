@@ -21,6 +21,7 @@ const char* ErrorTypeName(ErrorType type) {
     case ErrorType::kValueError: return "ValueError";
     case ErrorType::kZeroDivisionError: return "ZeroDivisionError";
     case ErrorType::kOverflowError: return "OverflowError";
+    case ErrorType::kAttributeError: return "AttributeError";
     case ErrorType::kRecursionError: return "RecursionError";
     case ErrorType::kUnsupported: return "Unsupported";
   }

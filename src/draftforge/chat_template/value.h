@@ -10,8 +10,8 @@
 // immutable, so only a namespace is ever mutated after creation.
 //
 // Errors inside the engine are thrown as TemplateException and converted to a
-// Status at the public boundary (ChatTemplate::Render), so they never escape
-// the library.
+// Status at the public boundary (ChatTemplate::Compile and Render), so they
+// never escape the library.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -38,6 +38,7 @@ enum class ErrorType {
   kValueError,
   kZeroDivisionError,
   kOverflowError,
+  kAttributeError,
   kRecursionError,     // nesting deeper than kMaxNestingDepth
   kUnsupported,        // a valid Jinja feature this engine does not implement
 };
@@ -65,6 +66,18 @@ class TemplateException : public std::runtime_error {
 // runaway recursion with RecursionError near 1000 frames; a fixed lower limit
 // keeps the C++ stack safe for any input.
 inline constexpr int kMaxNestingDepth = 256;
+
+// Limit on the size of one string or list a template builds by repetition or
+// padding ('x' * n, center, indent widths). Python fails such requests with
+// MemoryError or OverflowError once they exceed memory, which takes long.
+inline constexpr int64_t kMaxBuiltSize = int64_t{1} << 28;
+
+// Raises OverflowError when `count` copies of `unit` elements exceed kMaxBuiltSize.
+inline void CheckBuiltSize(int64_t count, int64_t unit) {
+  if (count > 0 && unit > 0 && count > kMaxBuiltSize / unit) {
+    ThrowError(ErrorType::kOverflowError, "result of repetition or padding is too large");
+  }
+}
 
 enum class ValueKind { kUndefined, kNone, kBool, kInt, kFloat, kString, kList, kDict, kCallable };
 
