@@ -39,8 +39,9 @@ void AddPrepareCommand(CLI::App& app) {
       "truncation.");
 
   command->add_option("--model", options->model_dir,
-                      "Target model directory; when given, token ids are checked against its "
-                      "config.json vocab_size");
+                      "Target model or tokenizer directory. Chat data needs its tokenizer.json and "
+                      "tokenizer_config.json; token ids are checked against config.json vocab_size "
+                      "when it exists");
   command->add_option("--data", options->data_files,
                       "Input file (JSON array or JSONL); repeat for several sources")
       ->required();

@@ -281,6 +281,20 @@ Result<ChatRow> ChatEncoder::EncodeRecord(std::string_view record, const std::st
     result.detail = "no turn has the role assistant/gpt";
     return result;
   }
+  // Templates still render markers (an empty think block, say) around an
+  // empty reply, so such a conversation would train on template text only.
+  const bool has_reply = std::any_of(messages.begin(), messages.end(), [](const json& m) {
+    if (m.value("role", "") != "assistant") return false;
+    auto content = m.find("content");
+    if (content == m.end() || content->is_null()) return m.contains("tool_calls");
+    if (!content->is_string()) return !content->empty();
+    return content->get<std::string>().find_first_not_of(" \t\r\n") != std::string::npos || m.contains("tool_calls");
+  });
+  if (!has_reply) {
+    result.skip = kSkipEmptyAssistant;
+    result.detail = "every assistant turn has empty content";
+    return result;
+  }
 
   DF_ASSIGN_OR_RAISE(ChatRow row, EncodeMessages(messages, tools, where));
   row.unknown_roles = result.unknown_roles;
@@ -398,7 +412,12 @@ Result<PrepareSummary> RunChatPrepare(const PrepareOptions& options) {
   PrepareSummary summary;
   DF_ASSIGN_OR_RAISE(std::unique_ptr<ChatEncoder> encoder, ChatEncoder::Create(options));
   summary.mask_method = MaskMethodName(encoder->method());
-  spdlog::info("loss masks from {}", summary.mask_method);
+  if (encoder->method() == MaskMethod::kGenerationMarkers) {
+    spdlog::info("loss masks from {}{}", summary.mask_method,
+                 encoder->pattern() ? fmt::format("; fallback pattern: {}", encoder->pattern()->pattern()) : "");
+  } else {
+    spdlog::info("loss masks from {}: {}", summary.mask_method, encoder->pattern()->pattern());
+  }
 
   const int num_workers = options.num_workers > 0
                               ? options.num_workers
@@ -472,6 +491,13 @@ Result<PrepareSummary> RunChatPrepare(const PrepareOptions& options) {
   std::vector<int64_t> selected = ShuffledIndices(writer->num_rows(), options.seed);
   if (options.max_samples && static_cast<int64_t>(selected.size()) > *options.max_samples) {
     selected.resize(*options.max_samples);
+  }
+  if (options.max_samples && static_cast<int64_t>(selected.size()) < *options.max_samples) {
+    spdlog::warn("--max-samples {} requested but only {} rows were kept: prepare reads at most 3 x max-samples "
+                 "records per source (as prepare_data.py does) and skipped {} of {} read; raise --max-samples "
+                 "or clean the input",
+                 *options.max_samples, selected.size(), summary.records_read - writer->num_rows(),
+                 summary.records_read);
   }
   for (int64_t row : selected) summary.truncated_rows += truncated[row];
   std::map<int64_t, int64_t> token_freq;

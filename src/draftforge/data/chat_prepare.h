@@ -20,7 +20,7 @@
 // (the error names the template line), malformed JSON (file:line), chat and
 // pre-tokenized records mixed in one run. A record is skipped and counted per
 // reason on: not an object or no conversation list, no message, no assistant
-// turn, invalid UTF-8, a template that raises, no trainable token after
+// turn, only empty or whitespace assistant turns, invalid UTF-8, a template that raises, no trainable token after
 // truncation.
 #pragma once
 
@@ -46,6 +46,7 @@ namespace draftforge::data {
 inline constexpr const char* kSkipInvalidRecord = "not a conversation record";
 inline constexpr const char* kSkipNoMessages = "empty conversation";
 inline constexpr const char* kSkipNoAssistant = "no assistant turn";
+inline constexpr const char* kSkipEmptyAssistant = "every assistant turn is empty";
 inline constexpr const char* kSkipInvalidUtf8 = "invalid UTF-8";
 inline constexpr const char* kSkipTemplateError = "chat template raised an error";
 

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <regex>
+#include <vector>
 
 #include "draftforge/chat_template/chat_template.h"
 
@@ -26,12 +27,21 @@ std::string StripThinkBlocks(std::string marker) {
   return std::regex_replace(marker, kThink, "");
 }
 
-// The first tag-like token of the role marker: "<|im_start|", "<start_of_turn>", "[INST]".
+// The first tag-like token of the role marker: "<|im_start|", "<start_of_turn>",
+// DeepSeek's full-width "<\uFF5CAssistant\uFF5C>", "[INST]" or "[/INST]".
 std::string FirstTag(const std::string& marker) {
-  static const std::regex kTag(R"((<\|?[A-Za-z0-9_]+[|>]?)|(\[[A-Za-z0-9_]+\]))");
+  static const std::regex kTag(
+      "(<(?:\\||\xEF\xBD\x9C)?[A-Za-z0-9_]+(?:\\||\xEF\xBD\x9C)?>?)|(\\[/?[A-Za-z0-9_]+\\])");
   std::smatch match;
   if (std::regex_search(marker, match, kTag)) return match.str(0);
   return "";
+}
+
+std::string TrimTrailingSpace(std::string text) {
+  while (!text.empty() && (text.back() == ' ' || text.back() == '\n' || text.back() == '\t' || text.back() == '\r')) {
+    text.pop_back();
+  }
+  return text;
 }
 
 std::string PcreErrorText(int code) {
@@ -128,13 +138,32 @@ Result<std::string> DetectAssistantPattern(const chat_template::ChatTemplate& ch
   std::string suffix = tail1.substr(0, common);
   if (suffix.empty()) suffix = tail1.empty() ? "\n" : tail1;
 
+  // The content must not run into a later turn. Two texts open one: the tag
+  // that starts the assistant header (in most formats every role's header
+  // starts with it) and the text that opens the next user turn, which the
+  // probe shows after the first reply's end of turn. Formats whose headers
+  // differ per role (DeepSeek's <\uFF5CUser\uFF5C>, Llama 2's [INST]) need the second.
+  std::vector<std::string> stops;
   const std::string tag = FirstTag(marker);
-  const std::string lookahead = tag.empty() ? std::string("(?!<\\|start\\|)") : "(?!" + EscapeRegex(tag) + ")";
-  // Greedy, unlike the lazy group of speculators' detector: content that
-  // contains the end-of-turn text itself (a reply quoting "<|eot_id|>") then
-  // still trains up to the real end of the turn, which is the last end-of-turn
-  // text before the next turn's opening tag.
-  return EscapeRegex(marker) + "((?:" + lookahead + ".)*)" + EscapeRegex(suffix);
+  if (!tag.empty()) stops.push_back(tag);
+  const std::string user_opener = TrimTrailingSpace(tail1.substr(common));
+  if (!user_opener.empty() && (tag.empty() || !user_opener.starts_with(tag))) stops.push_back(user_opener);
+  std::string lookahead;
+  if (!stops.empty()) {
+    lookahead = "(?!";
+    for (size_t i = 0; i < stops.size(); ++i) lookahead += (i > 0 ? "|" : "") + EscapeRegex(stops[i]);
+    lookahead += ")";
+  }
+  // The end of turn counts only where a tag, the next turn or the end of the
+  // text follows it. A reply that quotes the end-of-turn text ("... <|eot_id|>,
+  // ...") then still trains to its real end, and a turn the probe did not
+  // show (DeepSeek's tool outputs open with a tag) still ends the reply.
+  std::string follow = "(?=\\z|<|\\[";
+  for (const std::string& stop : stops) {
+    if (!stop.starts_with('<') && !stop.starts_with('[')) follow += "|" + EscapeRegex(stop);
+  }
+  follow += ")";
+  return EscapeRegex(marker) + "((?:" + lookahead + ".)*?)" + EscapeRegex(suffix) + follow;
 }
 
 struct AssistantPattern::Compiled {

@@ -35,10 +35,12 @@ using ByteSpan = std::pair<int64_t, int64_t>;  // [begin, end) in bytes
 // precedes the second assistant message (from its last '<' or '[' before the
 // word "assistant", with empty <think>...</think> blocks removed) and the end
 // of turn shared by both assistant messages, and returns
-//   escape(marker) ((?:(?!boundary).)*) escape(end)
-// where `boundary` is the first tag of the marker, so one match never runs
-// into the next turn, and the content ends at the last end-of-turn text
-// before that tag. Fails, naming the template, when the probe messages do
+//   escape(marker) ((?:(?!stop).)*?) escape(end) (?=\z|<|\[|stop)
+// where `stop` is the first tag of the marker or the text that opens the
+// next user turn, so one match never runs into the next turn, and the end of
+// turn counts only where a tag, a turn or the end of the text follows it.
+// NOTE: a reply that the template writes without the assistant header (DeepSeek-V3's
+// reply after tool outputs) is not matched and does not train. Fails, naming the template, when the probe messages do
 // not appear in the rendering.
 Result<std::string> DetectAssistantPattern(const chat_template::ChatTemplate& chat_template,
                                            const chat_template::TokenizerConfig& config,

@@ -326,6 +326,12 @@ Result<PrepareSummary> RunPrepare(const PrepareOptions& options) {
     return summary;
   }
 
+  if (options.overwrite && fs::is_directory(fs::path(options.output_dir) / "hidden_states")) {
+    spdlog::warn("{} belongs to the rows being replaced; delete it before `draftforge generate`, which "
+                 "otherwise keeps existing files (train rejects files whose token ids differ from the new rows)",
+                 (fs::path(options.output_dir) / "hidden_states").string());
+  }
+
   // Chat data takes its own path; the first record of the first source decides.
   {
     DF_ASSIGN_OR_RAISE(RecordIndex index, RecordIndex::Build(options.data_files.front()));
@@ -333,7 +339,10 @@ Result<PrepareSummary> RunPrepare(const PrepareOptions& options) {
   }
 
   int64_t vocab_size = 0;
-  if (!options.model_dir.empty()) {
+  if (!options.model_dir.empty() && !fs::exists(fs::path(options.model_dir) / "config.json")) {
+    spdlog::warn("{} has no config.json, so token ids are not checked against the model's vocabulary size",
+                 options.model_dir);
+  } else if (!options.model_dir.empty()) {
     DF_ASSIGN_OR_RAISE(engine::ModelConfig config, engine::ModelConfig::Load(options.model_dir));
     vocab_size = config.vocab_size;
   }
