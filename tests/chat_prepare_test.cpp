@@ -386,6 +386,28 @@ TEST(ChatPrepare, TemplateRaiseIsSkipped) {
   EXPECT_NE(encoded->detail.find("alternate"), std::string::npos) << encoded->detail;
 }
 
+// transformers renders the "tool_use" template of a template list when tools are given.
+TEST(ChatPrepare, ToolUseTemplateForToolRecords) {
+  DF_REQUIRE_SHARED(dir, "tokenizers/qwen3");
+  TempDir temp;
+  fs::create_symlink(dir / "tokenizer.json", temp.path() / "tokenizer.json");
+  const std::string body =
+      "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}";
+  json config;
+  config["chat_template"] = json::array({json{{"name", "default"}, {"template", body}},
+                                         json{{"name", "tool_use"}, {"template", "TOOLS" + body}}});
+  WriteText(temp.path() / "tokenizer_config.json", config.dump());
+  auto encoder = MakeEncoder(OptionsFor(temp.path()));
+  ASSERT_NE(encoder, nullptr);
+  json messages = json::array({Message("user", "Weather?"), Message("assistant", "Sunny.")});
+  auto plain = encoder->EncodeMessages(messages, json(), "plain");
+  ASSERT_TRUE(plain.ok()) << plain.status().ToString();
+  EXPECT_FALSE(plain->text.starts_with("TOOLS")) << plain->text;
+  auto with_tools = encoder->EncodeMessages(messages, json::array({json{{"type", "function"}}}), "tools");
+  ASSERT_TRUE(with_tools.ok()) << with_tools.status().ToString();
+  EXPECT_TRUE(with_tools->text.starts_with("TOOLS")) << with_tools->text;
+}
+
 TEST(ChatPrepare, MissingTokenizerFails) {
   TempDir temp;
   auto encoder = ChatEncoder::Create(OptionsFor(temp.path()));

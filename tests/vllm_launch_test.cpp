@@ -124,3 +124,19 @@ TEST(VllmLaunch, MissingExecutableIsReported) {
 
 }  // namespace
 }  // namespace draftforge::hidden_states
+
+namespace draftforge::hidden_states {
+namespace {
+
+// A "--" right after the --layers list must still pass the rest to vLLM.
+TEST(VllmLaunchCli, ArgsAfterLayerList) {
+  DF_REQUIRE_SHARED(model, "models/stories260k");
+  auto run = ::draftforge::testing::RunDraftforge(
+      {"launch-vllm", model.string(), "--dry-run", "--layers", "1", "2", "3", "--", "--port", "8123"});
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_NE(run.output.find("\"eagle_aux_hidden_state_layer_ids\": [1, 2, 3, 5]"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find(" --port 8123"), std::string::npos) << run.output;
+}
+
+}  // namespace
+}  // namespace draftforge::hidden_states

@@ -69,6 +69,11 @@ Result<TokenizerConfig> TokenizerConfigFromJson(const nlohmann::ordered_json& js
   if (json.contains("chat_template")) {
     DF_ASSIGN_OR_RAISE(config.chat_template, SelectTemplate(json["chat_template"], origin));
     if (!config.chat_template.empty()) config.chat_template_source = origin;
+    if (json["chat_template"].is_array()) {
+      for (const auto& entry : json["chat_template"]) {
+        if (entry["name"] == "tool_use") config.tool_use_template = entry["template"].get<std::string>();
+      }
+    }
   }
   for (const char* flag : {"add_bos_token", "add_eos_token"}) {
     if (!json.contains(flag) || json[flag].is_null()) continue;

@@ -16,6 +16,9 @@ namespace draftforge::chat_template {
 struct TokenizerConfig {
   std::string chat_template;          // empty when the tokenizer has none
   std::string chat_template_source;   // file the template was read from
+  // The list form's template named "tool_use", which transformers renders
+  // instead of "default" when tools are given; empty when absent.
+  std::string tool_use_template;
   // Template variables for the special tokens that are set, in transformers'
   // special_tokens_map order: bos_token, eos_token, unk_token, sep_token,
   // pad_token, cls_token, mask_token (strings) and additional_special_tokens

@@ -120,6 +120,12 @@ Status RunRemoteGenerate(const GenerateFlags& flags) {
   client_options.dtype = dtype;
   DF_ASSIGN_OR_RAISE(auto client, hidden_states::HiddenStatesClient::Connect(client_options));
 
+  // vLLM's API does not report which layers its connector captures, so only
+  // their number can be checked against the files.
+  spdlog::info("generate: recording layer ids {} in the settings file; the servers must have been started "
+               "with the same ids (launch-vllm --layers), because files only show their layer count ({})",
+               fmt::join(layer_ids, " "), layer_ids.size());
+
   hidden_states::RemoteGenerateOptions options;
   options.output_dir = OutputDir(flags);
   if (flags.max_samples_set) options.max_samples = flags.max_samples;

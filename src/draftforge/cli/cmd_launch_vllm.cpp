@@ -66,7 +66,11 @@ void AddLaunchVllmCommand(CLI::App& app) {
   command->add_flag("--dry-run", options->dry_run, "Print the command without running it");
   command->add_option("vllm_args", options->launch.extra_args,
                       "Arguments passed to vLLM unchanged (after --), e.g. --port 8000");
-  command->callback([options] { ExitOnError(RunLaunchVllm(*options)); });
+  command->callback([options] {
+    const auto& passthrough = PassthroughArgs();
+    options->launch.extra_args.insert(options->launch.extra_args.end(), passthrough.begin(), passthrough.end());
+    ExitOnError(RunLaunchVllm(*options));
+  });
 }
 
 }  // namespace draftforge::cli

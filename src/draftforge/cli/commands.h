@@ -7,6 +7,7 @@
 #include <c10/core/ScalarType.h>
 
 #include <string>
+#include <vector>
 
 #include "draftforge/util/status.h"
 
@@ -34,6 +35,9 @@ CLI::Validator AtLeast(int64_t minimum);
 Result<c10::ScalarType> ChooseHiddenStatesDtype(const std::string& flag_value,
                                                 const std::string& config_torch_dtype,
                                                 const std::string& model_dir);
+
+// Arguments after "--" that ParseAndRun set aside for launch-vllm.
+std::vector<std::string>& PassthroughArgs();
 
 // Parses `argv` with `app` and runs the chosen subcommand. Returns the exit
 // code: CLI11's for parse errors and RuntimeError, and 1 with one logged error

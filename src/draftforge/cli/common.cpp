@@ -60,9 +60,29 @@ std::string OneLine(std::string text) {
 
 }  // namespace
 
+std::vector<std::string>& PassthroughArgs() {
+  static std::vector<std::string> args;
+  return args;
+}
+
 int ParseAndRun(CLI::App& app, int argc, const char* const* argv) {
+  // `launch-vllm ... -- VLLM_ARGS`: CLI11 takes a "--" right after a list
+  // option (--layers 1 2 3 --) as the end of that list, and would then parse
+  // vLLM's flags as ours. So everything after the first "--" that follows
+  // the subcommand is set aside before parsing.
+  int parsed_argc = argc;
+  bool seen_launch = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg == "launch-vllm") seen_launch = true;
+    if (seen_launch && arg == "--") {
+      PassthroughArgs().assign(argv + i + 1, argv + argc);
+      parsed_argc = i;
+      break;
+    }
+  }
   try {
-    app.parse(argc, argv);
+    app.parse(parsed_argc, argv);
   } catch (const CLI::ParseError& error) {
     return app.exit(error);
   } catch (const c10::Error& error) {

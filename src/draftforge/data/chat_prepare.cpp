@@ -95,6 +95,12 @@ Result<std::unique_ptr<ChatEncoder>> ChatEncoder::Create(const PrepareOptions& o
   DF_ASSIGN_OR_RAISE(chat_template::ChatTemplate compiled,
                      chat_template::ChatTemplate::Compile(source, encoder->template_name_));
   encoder->template_ = std::make_unique<chat_template::ChatTemplate>(std::move(compiled));
+  if (options.chat_template_path.empty() && !encoder->config_.tool_use_template.empty()) {
+    DF_ASSIGN_OR_RAISE(chat_template::ChatTemplate tool_use,
+                       chat_template::ChatTemplate::Compile(encoder->config_.tool_use_template,
+                                                            encoder->template_name_ + " (tool_use)"));
+    encoder->tool_use_template_ = std::make_unique<chat_template::ChatTemplate>(std::move(tool_use));
+  }
 
   if (!options.chat_template_kwargs.empty()) {
     json kwargs = json::parse(options.chat_template_kwargs, nullptr, false);
@@ -307,7 +313,9 @@ Result<ChatRow> ChatEncoder::EncodeMessages(const json& messages, const json& to
   render_options.add_generation_prompt = false;
   if (!tools.is_null()) render_options.tools = tools;
 
-  auto rendered = template_->Render(messages, config_, render_options);
+  // As transformers does, a record with tools uses the "tool_use" template when the tokenizer has one.
+  const bool use_tool_template = tool_use_template_ != nullptr && !tools.is_null();
+  auto rendered = (use_tool_template ? *tool_use_template_ : *template_).Render(messages, config_, render_options);
   if (!rendered.ok()) {
     result.skip = kSkipTemplateError;
     result.detail = rendered.status().message();

@@ -96,6 +96,7 @@ class ChatEncoder {
   std::unique_ptr<tokenizer::Tokenizer> tokenizer_;
   chat_template::TokenizerConfig config_;
   std::unique_ptr<chat_template::ChatTemplate> template_;
+  std::unique_ptr<chat_template::ChatTemplate> tool_use_template_;  // for records with tools; may be null
   std::string template_name_;
   chat_template::RenderOptions render_options_;
   MaskMethod method_ = MaskMethod::kDetectedPattern;

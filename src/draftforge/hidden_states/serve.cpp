@@ -379,6 +379,18 @@ void HiddenStatesServer::Impl::HandleCompletion(const httplib::Request& request,
     return;
   }
 
+  // httplib 0.11 applies the payload limit to Content-Length bodies only; a
+  // chunked body arrives whole, so check its size here.
+  // NOTE: such a body is still read into memory before this check.
+  if (static_cast<int64_t>(request.body.size()) > static_cast<int64_t>(options.max_body_bytes)) {
+    Reply(response, HttpError{413, ErrorTypeForStatus(413),
+                              fmt::format("the request body of {} bytes exceeds the server limit of {} bytes "
+                                          "(--max-body-bytes)",
+                                          request.body.size(), options.max_body_bytes),
+                              ""});
+    return;
+  }
+
   HttpError error;
   auto parsed = ParseCompletion(request.body, error);
   if (!parsed.ok()) {

@@ -422,11 +422,6 @@ std::optional<AttemptError> HiddenStatesClient::Impl::Attempt(Endpoint& endpoint
                                  "server must support \"return_token_ids\"; upgrade vLLM",
                                  endpoint.url));
   }
-  if (!SameTokens(*reported, ids)) {
-    return Final(Status::Invalid("the response from {} has prompt_token_ids that differ from the "
-                                 "{} ids sent ({}); the file is not kept",
-                                 endpoint.url, ids.size(), DescribeMismatch(*reported, ids)));
-  }
   std::string server_path;
   if (auto params = parsed.find("kv_transfer_params");
       params != parsed.end() && params->is_object()) {
@@ -434,6 +429,17 @@ std::optional<AttemptError> HiddenStatesClient::Impl::Attempt(Endpoint& endpoint
         path != params->end() && path->is_string()) {
       server_path = path->get<std::string>();
     }
+  }
+  if (!SameTokens(*reported, ids)) {
+    // The server wrote a file for ids this sample does not have. Remove it
+    // (best effort) so rejected files do not pile up in the server directory.
+    if (!server_path.empty() && WaitForWriterAndRemoveLock(server_path, options.lock_timeout).ok()) {
+      std::error_code ignored;
+      fs::remove(server_path, ignored);
+    }
+    return Final(Status::Invalid("the response from {} has prompt_token_ids that differ from the "
+                                 "{} ids sent ({}); the file is not kept",
+                                 endpoint.url, ids.size(), DescribeMismatch(*reported, ids)));
   }
   if (server_path.empty()) {
     return Final(Status::Invalid("the response from {} has no kv_transfer_params.hidden_states_path; "
