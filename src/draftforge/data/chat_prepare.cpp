@@ -528,15 +528,7 @@ Result<PrepareSummary> RunChatPrepare(const PrepareOptions& options) {
   DF_RETURN_NOT_OK(writer->Finish(selected, visit));
   if (options.show_sample && !sample_ids.empty()) LogSample(encoder->tokenizer(), sample_ids, sample_mask);
 
-  summary.token_freq_path = options.token_freq_path.empty()
-                                ? (fs::path(options.output_dir) / "token_freq.pt").string()
-                                : options.token_freq_path;
-  if (!fs::exists(summary.token_freq_path)) {
-    const fs::path parent = fs::path(summary.token_freq_path).parent_path();
-    if (!parent.empty()) DF_RETURN_NOT_OK(CreateDirectories(parent.string()));
-    DF_RETURN_NOT_OK(io::WriteTokenFreq(summary.token_freq_path, token_freq));
-    summary.token_freq_written = true;
-  }
+  DF_RETURN_NOT_OK(WriteTokenFreqUnlessPresent(options, token_freq, &summary));
   return summary;
 }
 

@@ -385,18 +385,23 @@ Result<PrepareSummary> RunPrepare(const PrepareOptions& options) {
   summary.tokens = dataset.total_tokens();
 
   DF_RETURN_NOT_OK(WriteTokenDataset(options.output_dir, dataset));
-  summary.token_freq_path = options.token_freq_path.empty()
-                                ? (fs::path(options.output_dir) / "token_freq.pt").string()
-                                : options.token_freq_path;
+  DF_RETURN_NOT_OK(WriteTokenFreqUnlessPresent(options, token_freq, &summary));
+  return summary;
+}
+
+Status WriteTokenFreqUnlessPresent(const PrepareOptions& options, const std::map<int64_t, int64_t>& token_freq,
+                                   PrepareSummary* summary) {
+  summary->token_freq_path = options.token_freq_path.empty()
+                                 ? (fs::path(options.output_dir) / "token_freq.pt").string()
+                                 : options.token_freq_path;
   // Like prepare_data.py, an existing token_freq.pt is kept even when the
   // dataset is rewritten.
-  if (!fs::exists(summary.token_freq_path)) {
-    const fs::path parent = fs::path(summary.token_freq_path).parent_path();
-    if (!parent.empty()) DF_RETURN_NOT_OK(CreateDirectories(parent.string()));
-    DF_RETURN_NOT_OK(io::WriteTokenFreq(summary.token_freq_path, token_freq));
-    summary.token_freq_written = true;
-  }
-  return summary;
+  if (fs::exists(summary->token_freq_path)) return Status::OK();
+  const fs::path parent = fs::path(summary->token_freq_path).parent_path();
+  if (!parent.empty()) DF_RETURN_NOT_OK(CreateDirectories(parent.string()));
+  DF_RETURN_NOT_OK(io::WriteTokenFreq(summary->token_freq_path, token_freq));
+  summary->token_freq_written = true;
+  return Status::OK();
 }
 
 }  // namespace draftforge::data

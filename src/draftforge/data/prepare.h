@@ -81,6 +81,12 @@ struct PrepareSummary {
 
 Result<PrepareSummary> RunPrepare(const PrepareOptions& options);
 
+// Writes `token_freq` to options.token_freq_path (default
+// OUTPUT/token_freq.pt) unless that file exists, and records the path and
+// whether it was written in `summary`.
+Status WriteTokenFreqUnlessPresent(const PrepareOptions& options, const std::map<int64_t, int64_t>& token_freq,
+                                   PrepareSummary* summary);
+
 // Shuffles [0, n) deterministically for `seed` (the order prepare uses).
 std::vector<int64_t> ShuffledIndices(int64_t n, uint64_t seed);
 
