@@ -378,12 +378,20 @@ void LogSample(const tokenizer::Tokenizer& tokenizer, const std::vector<int64_t>
   std::string text = colour ? off : "";
   bool training = false;
   const size_t limit = std::min<size_t>(ids.size(), 2048);
+  // Each token's text is what it adds to the decoded prefix: decoding tokens
+  // one by one would drop SentencePiece's leading spaces and split
+  // multi-byte characters.
+  std::vector<int32_t> prefix;
+  std::string decoded;
   for (size_t i = 0; i < limit; ++i) {
     if ((mask[i] != 0) != training) {
       training = mask[i] != 0;
       text += training ? on : off;
     }
-    text += tokenizer.Decode({static_cast<int32_t>(ids[i])});
+    prefix.push_back(static_cast<int32_t>(ids[i]));
+    std::string next = tokenizer.Decode(prefix);
+    if (next.starts_with(decoded)) text += next.substr(decoded.size());
+    decoded = std::move(next);
   }
   if (training) text += off;
   if (colour) text += "\033[0m";

@@ -24,6 +24,23 @@
 namespace draftforge::hidden_states {
 namespace {
 
+// httplib's error names ("Connection", "Read") in words a user can act on.
+std::string DescribeHttpError(httplib::Error error) {
+  switch (error) {
+    case httplib::Error::Connection:
+      return "cannot connect (connection refused or host unreachable; is the server running?)";
+    case httplib::Error::Read:
+      return "the connection was closed or reset while reading the response, or the read timed out";
+    case httplib::Error::Write:
+      return "the connection was closed or reset while sending the request";
+    case httplib::Error::ConnectionTimeout:
+      return "connecting timed out";
+    default:
+      return "HTTP client error " + httplib::to_string(error);
+  }
+}
+
+
 namespace fs = std::filesystem;
 using nlohmann::json;
 
@@ -305,8 +322,7 @@ Result<std::string> HiddenStatesClient::Impl::FetchModelId(Endpoint& endpoint) c
     auto client = AcquireConnection(endpoint);
     auto response = client->Get(endpoint.base_path + "/models");
     if (!response) {
-      last = Status::Network("GET {}/models failed: {}", endpoint.url,
-                             httplib::to_string(response.error()));
+      last = Status::Network("GET {}/models failed: {}", endpoint.url, DescribeHttpError(response.error()));
       spdlog::warn("{}; attempt {} of {}", last.message(), attempt + 1, options.max_retries + 1);
       continue;
     }
@@ -391,7 +407,7 @@ std::optional<AttemptError> HiddenStatesClient::Impl::Attempt(Endpoint& endpoint
   if (!response) {
     // The connection is in an unknown state; drop it.
     return Retryable(Status::Network("POST {}/completions failed: {}", endpoint.url,
-                                     httplib::to_string(response.error())));
+                                     DescribeHttpError(response.error())));
   }
   ReleaseConnection(endpoint, std::move(client));
   if (response->status >= 500) {
