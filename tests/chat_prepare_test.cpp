@@ -10,6 +10,7 @@
 
 #include "draftforge/data/chat_prepare.h"
 #include "draftforge/data/loss_mask.h"
+#include "draftforge/data/record_index.h"
 #include "draftforge/data/token_dataset.h"
 #include "draftforge/util/fs.h"
 #include "test_support.h"
@@ -74,6 +75,43 @@ std::vector<size_t> TokensInside(const tokenizer::Encoding& encoding, size_t beg
     }
   }
   return tokens;
+}
+
+TEST(RecordIndex, ArrayElementsAndLines) {
+  TempDir temp;
+  const fs::path path = temp.path() / "a.json";
+  WriteText(path, "\xEF\xBB\xBF [\n {\"a\": \"x],\\\"{\"},\n  [1, [2]] ,\n\"s\"\n]\n");
+  auto index = RecordIndex::Build(path.string());
+  ASSERT_TRUE(index.ok()) << index.status().ToString();
+  EXPECT_TRUE(index->is_json_array());
+  ASSERT_EQ(index->size(), 3);
+  EXPECT_EQ(index->record(0), R"({"a": "x],\"{"})");
+  EXPECT_EQ(index->record(1), "[1, [2]]");
+  EXPECT_EQ(index->record(2), "\"s\"");
+  EXPECT_EQ(index->line(0), 2);
+  EXPECT_EQ(index->line(2), 4);
+
+  auto first = RecordIndex::Build(path.string(), /*max_records=*/1);
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->size(), 1);
+
+  WriteText(path, "[{\"a\": 1},\n{\"b\": ");
+  auto truncated = RecordIndex::Build(path.string());
+  ASSERT_FALSE(truncated.ok());
+  EXPECT_NE(truncated.status().message().find("not closed"), std::string::npos) << truncated.status().message();
+}
+
+TEST(RecordIndex, JsonLinesSkipBlankLines) {
+  TempDir temp;
+  const fs::path path = temp.path() / "a.jsonl";
+  WriteText(path, "{\"a\": 1}\r\n\n  \n{\"b\": 2}");
+  auto index = RecordIndex::Build(path.string());
+  ASSERT_TRUE(index.ok());
+  EXPECT_FALSE(index->is_json_array());
+  ASSERT_EQ(index->size(), 2);
+  EXPECT_EQ(index->record(0), R"({"a": 1})");
+  EXPECT_EQ(index->record(1), R"({"b": 2})");
+  EXPECT_EQ(index->line(1), 4);
 }
 
 TEST(LossMask, MaskFromSpansMarksOverlaps) {
@@ -251,7 +289,7 @@ TEST(ChatPrepare, InstTemplateMasksOnlyReplies) {
 }
 
 // Qwen3 renders reasoning only in front of the last reply. That reply must
-// train on its reasoning and its answer; the earlier reply on what is rendered.
+// train on its reasoning and its content, and the earlier reply on what is rendered.
 TEST(ChatPrepare, Qwen3ReasoningFollowsTheRendering) {
   DF_REQUIRE_SHARED(dir, "tokenizers/qwen3");
   auto encoder = MakeEncoder(OptionsFor(dir));

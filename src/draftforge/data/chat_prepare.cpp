@@ -31,25 +31,6 @@ using json = nlohmann::ordered_json;
 // Records handled per parallel round; bounds the memory of results in flight.
 constexpr int64_t kChunkRecords = 512;
 
-bool IsValidUtf8(std::string_view text) {
-  size_t i = 0;
-  while (i < text.size()) {
-    const auto byte = static_cast<unsigned char>(text[i]);
-    int length = byte < 0x80 ? 1 : (byte >> 5) == 0x6 ? 2 : (byte >> 4) == 0xE ? 3 : (byte >> 3) == 0x1E ? 4 : 0;
-    if (length == 0 || i + length > text.size()) return false;
-    uint32_t code = length == 1 ? byte : byte & (0x7F >> length);
-    for (int k = 1; k < length; ++k) {
-      const auto next = static_cast<unsigned char>(text[i + k]);
-      if ((next & 0xC0) != 0x80) return false;
-      code = (code << 6) | (next & 0x3F);
-    }
-    const bool overlong = (length == 2 && code < 0x80) || (length == 3 && code < 0x800) || (length == 4 && code < 0x10000);
-    if (overlong || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return false;
-    i += length;
-  }
-  return true;
-}
-
 bool IsKnownRole(const std::string& role) {
   return role == "human" || role == "user" || role == "gpt" || role == "assistant" || role == "system" ||
          role == "tool";
@@ -156,31 +137,14 @@ bool ChatEncoder::ExtractMessages(const json& record, ChatRow* result, json* mes
     return false;
   }
 
+  // NormalizeMessages maps unknown roles to assistant, so turns to drop go first.
   json raw = json::array();
-  int64_t position = 0;
   for (const json& turn : *turns) {
-    if (turn.is_string()) {
-      // Older UltraChat rows: plain strings that alternate user and assistant.
-      json message;
-      message["role"] = position % 2 == 0 ? "user" : "assistant";
-      message["content"] = turn;
-      raw.push_back(std::move(message));
-    } else if (turn.is_object()) {
-      const std::string role = RoleOf(turn);
-      if (!IsKnownRole(role)) {
-        ++result->unknown_roles;
-        if (!options_.unknown_roles_as_assistant) {
-          ++position;
-          continue;
-        }
-      }
-      raw.push_back(turn);
-    } else {
-      result->skip = kSkipInvalidRecord;
-      result->detail = fmt::format("turn {} is {}, not an object", position, turn.type_name());
-      return false;
+    if (turn.is_object() && !IsKnownRole(RoleOf(turn))) {
+      ++result->unknown_roles;
+      if (!options_.unknown_roles_as_assistant) continue;
     }
-    ++position;
+    raw.push_back(turn);
   }
   int64_t unknown = 0;
   auto normalized = chat_template::NormalizeMessages(raw, &unknown);
@@ -245,7 +209,7 @@ Result<ChatRow> ChatEncoder::EncodeRecord(std::string_view record, const std::st
   ChatRow result;
   json parsed = json::parse(record.begin(), record.end(), nullptr, false);
   if (parsed.is_discarded()) {
-    if (!IsValidUtf8(record)) {
+    if (!tokenizer::IsValidUtf8(record)) {
       result.skip = kSkipInvalidUtf8;
       result.detail = "the record's bytes are not valid UTF-8";
       return result;

@@ -19,9 +19,9 @@ constexpr std::string_view kUser2 = "USER_MSG_2";
 constexpr std::string_view kAssistant2 = "ASSISTANT_MSG_2";
 
 // Removes "<think>...</think>" and the whitespace after it. Reasoning
-// templates put an empty think block before the last assistant message; left
-// in the marker it would stop the pattern from matching replies that carry
-// reasoning, which must stay inside the trained content.
+// templates put an empty think block before the last assistant message. Left
+// in the marker, it would stop the pattern from matching replies that carry
+// reasoning, and that reasoning must stay inside the trained content.
 std::string StripThinkBlocks(std::string marker) {
   static const std::regex kThink(R"(<think>[\s\S]*?</think>\s*)");
   return std::regex_replace(marker, kThink, "");

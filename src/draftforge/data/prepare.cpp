@@ -334,7 +334,7 @@ Result<PrepareSummary> RunPrepare(const PrepareOptions& options) {
 
   // Chat data takes its own path; the first record of the first source decides.
   {
-    DF_ASSIGN_OR_RAISE(RecordIndex index, RecordIndex::Build(options.data_files.front()));
+    DF_ASSIGN_OR_RAISE(RecordIndex index, RecordIndex::Build(options.data_files.front(), /*max_records=*/1));
     if (index.size() > 0 && LooksLikeChatRecord(index.record(0))) return RunChatPrepare(options);
   }
 

@@ -16,7 +16,7 @@ std::string RecordIndex::Where(int64_t i) const {
   return fmt::format("{}:{}", path(), line(i));
 }
 
-Result<RecordIndex> RecordIndex::Build(const std::string& path) {
+Result<RecordIndex> RecordIndex::Build(const std::string& path, int64_t max_records) {
   RecordIndex index;
   auto file = MappedFile::Open(path);
   if (!file.ok()) {
@@ -31,19 +31,19 @@ Result<RecordIndex> RecordIndex::Build(const std::string& path) {
   while (first < size && IsJsonSpace(data[first])) ++first;
   if (first < size && data[first] == '[') {
     index.json_array_ = true;
-    DF_RETURN_NOT_OK(index.ScanArray(first));
+    DF_RETURN_NOT_OK(index.ScanArray(first, max_records));
   } else {
-    DF_RETURN_NOT_OK(index.ScanLines());
+    DF_RETURN_NOT_OK(index.ScanLines(max_records));
   }
   return index;
 }
 
-Status RecordIndex::ScanLines() {
+Status RecordIndex::ScanLines(int64_t max_records) {
   const char* data = reinterpret_cast<const char*>(file_->data());
   const size_t size = file_->size();
   size_t position = 0;
   int64_t line_number = 0;
-  while (position < size) {
+  while (position < size && (max_records < 0 || this->size() < max_records)) {
     ++line_number;
     const void* newline = std::memchr(data + position, '\n', size - position);
     const size_t end = newline ? static_cast<const char*>(newline) - data : size;
@@ -68,7 +68,7 @@ Status RecordIndex::ScanLines() {
 
 // Walks the array once, tracking depth and string state, and records each
 // top-level element's [begin, end).
-Status RecordIndex::ScanArray(size_t start) {
+Status RecordIndex::ScanArray(size_t start, int64_t max_records) {
   const char* data = reinterpret_cast<const char*>(file_->data());
   const size_t size = file_->size();
   int64_t line_number = 1;
@@ -124,6 +124,7 @@ Status RecordIndex::ScanArray(size_t start) {
       begins_.push_back(element_begin);
       ends_.push_back(static_cast<int64_t>(last_significant));
       lines_.push_back(element_line);
+      if (this->size() == max_records) return Status::OK();
       element_begin = -1;
       continue;
     }

@@ -5,8 +5,8 @@
 // A file whose first non-space byte (after an optional UTF-8 BOM) is '['
 // is a JSON array: its top-level elements are the records. Anything else is
 // JSONL: every line that is not blank is a record. The scan only tracks
-// strings, escapes and bracket depth; a record's own syntax is checked when it
-// is parsed, but an unterminated array or string fails the scan.
+// strings, escapes and bracket depth, so a record's own syntax is checked
+// later, when it is parsed. An unterminated array or string fails the scan.
 #pragma once
 
 #include <cstdint>
@@ -22,7 +22,9 @@ namespace draftforge::data {
 
 class RecordIndex {
  public:
-  static Result<RecordIndex> Build(const std::string& path);
+  // Indexes the file; with max_records >= 0 the scan stops after that many
+  // records (and does not check the rest of the file).
+  static Result<RecordIndex> Build(const std::string& path, int64_t max_records = -1);
 
   int64_t size() const { return static_cast<int64_t>(begins_.size()); }
   std::string_view record(int64_t i) const {
@@ -36,8 +38,8 @@ class RecordIndex {
   std::string Where(int64_t i) const;
 
  private:
-  Status ScanLines();
-  Status ScanArray(size_t start);
+  Status ScanLines(int64_t max_records);
+  Status ScanArray(size_t start, int64_t max_records);
 
   std::shared_ptr<MappedFile> file_;
   bool json_array_ = false;

@@ -396,6 +396,8 @@ std::string Tokenizer::IdToToken(int32_t id) const {
 
 int64_t Tokenizer::vocab_size() const { return state_->vocab_size; }
 
+bool IsValidUtf8(std::string_view text) { return internal::FindInvalidUtf8(text) < 0; }
+
 std::vector<std::pair<int64_t, int64_t>> ByteToCodePointOffsets(
     std::string_view text, const std::vector<std::pair<int64_t, int64_t>>& byte_offsets) {
   // Code point index of every byte position, plus the end position.

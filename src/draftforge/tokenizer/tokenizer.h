@@ -72,6 +72,10 @@ class Tokenizer {
   std::shared_ptr<const internal::TokenizerState> state_;
 };
 
+// Returns whether `text` is valid UTF-8 (overlong forms, surrogates and code
+// points above U+10FFFF are invalid), the check Encode applies.
+bool IsValidUtf8(std::string_view text);
+
 // Converts byte offsets of `text` to code point offsets (Python string indices,
 // as the Rust engine reports with its default char offsets). A start or end
 // inside a multi-byte character maps to that character's index.
