@@ -12,6 +12,7 @@ packages=(
   libtorch-dev libopenblas0-pthread libgloo-dev
   nlohmann-json3-dev libsimdjson-dev libcli11-dev libspdlog-dev libfmt-dev
   libcpp-httplib-dev libpcre2-dev libutf8proc-dev libflatbuffers-dev flatbuffers-compiler
+  libprotobuf-dev protobuf-compiler
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-torch python3-numpy nodejs npm
 )

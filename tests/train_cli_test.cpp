@@ -40,6 +40,8 @@ nlohmann::json ReadJson(const fs::path& path) {
   return nlohmann::json::parse(stream);
 }
 
+bool Contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
 // Writes DIR/data (one row per golden file, loss mask all ones except the
 // first token) and DIR/data/hidden_states/hs_{i}.safetensors copied from the
 // golden files.
@@ -250,11 +252,18 @@ TEST(TrainCli, SkipsSampleWithNonFiniteHiddenStates) {
   ASSERT_TRUE(io::WriteTensors(target.string(), {{"token_ids", ids}, {"hidden_states", hidden}}, {}, false).ok());
 
   auto args = TrainArgs(model, dir, 1);
-  args.insert(args.end(), {"--no-resume-from-checkpoint"});
+  args.insert(args.end(), {"--no-resume-from-checkpoint", "--on-missing", "warn"});
   auto run = RunDraftforge(args);
   ASSERT_EQ(run.exit_code, 0) << run.output;
   EXPECT_NE(run.output.find("skipping dataset row 3"), std::string::npos) << run.output;
   EXPECT_TRUE(fs::exists(dir.path() / "ckpt" / "0" / "model.safetensors"));
+
+  // Under the default --on-missing generate the file is generated again.
+  args.back() = "generate";
+  auto regenerated = RunDraftforge(args);
+  ASSERT_EQ(regenerated.exit_code, 0) << regenerated.output;
+  EXPECT_TRUE(Contains(regenerated.output, "non-finite values")) << regenerated.output;
+  EXPECT_TRUE(Contains(regenerated.output, "generating it again")) << regenerated.output;
 }
 
 TEST(TrainCli, RejectsRepeatedLayerIds) {
@@ -288,8 +297,6 @@ testing::CommandOutput RunTrain(const fs::path& model, const TempDir& dir, int64
   return RunDraftforge(TrainArgsWith(model, dir, epochs, extra));
 }
 
-bool Contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
-
 TEST(TrainCli, EpochWithoutSamplesFails) {
   DF_REQUIRE_SHARED(model, "models/stories260k");
   DF_REQUIRE_SHARED(golden, "data/stories260k/golden_hs");
@@ -315,7 +322,7 @@ TEST(TrainCli, ValidationWithoutSamplesIsNeverBest) {
   WriteGoldenDataset(golden, jsonl, dir.path() / "data");
   fs::remove(dir.path() / "data" / "hidden_states" / "hs_7.safetensors");  // the only validation row
 
-  auto run = RunTrain(model, dir, 1);
+  auto run = RunTrain(model, dir, 1, {"--on-missing", "warn"});
   ASSERT_EQ(run.exit_code, 0) << run.output;
   EXPECT_TRUE(Contains(run.output, "validation had no usable sample")) << run.output;
   nlohmann::json state = ReadJson(dir.path() / "ckpt" / "0" / "training_state.json");

@@ -104,7 +104,7 @@ Status RunRemoteGenerate(const GenerateFlags& flags) {
                            "(bfloat16 for most vLLM deployments)");
   }
   DF_ASSIGN_OR_RAISE(torch::Dtype dtype,
-                     ChooseHiddenStatesDtype(flags.dtype, config ? config->torch_dtype : "",
+                     hidden_states::ChooseHiddenStatesDtype(flags.dtype, config ? config->torch_dtype : "",
                                              flags.model_dir));
   DF_ASSIGN_OR_RAISE(data::TokenDataset dataset, data::TokenDataset::Open(flags.data_dir));
 
@@ -160,7 +160,7 @@ Status RunGenerate(const GenerateFlags& flags) {
     return Status::Invalid("--model is required: pass the Hugging Face model directory");
   }
   DF_ASSIGN_OR_RAISE(auto model, engine::LlamaModel::Load(flags.model_dir));
-  DF_ASSIGN_OR_RAISE(torch::Dtype dtype, ChooseHiddenStatesDtype(flags.dtype, model->config().torch_dtype,
+  DF_ASSIGN_OR_RAISE(torch::Dtype dtype, hidden_states::ChooseHiddenStatesDtype(flags.dtype, model->config().torch_dtype,
                                                                  flags.model_dir));
   DF_ASSIGN_OR_RAISE(std::vector<int64_t> layer_ids,
                      ChooseLayerIds(flags, model->config().num_hidden_layers));

@@ -10,6 +10,7 @@
 
 #include "draftforge/cli/commands.h"
 #include "draftforge/engine/model_config.h"
+#include "draftforge/hidden_states/generate.h"
 #include "draftforge/hidden_states/serve.h"
 #include "draftforge/util/fs.h"
 
@@ -27,7 +28,7 @@ struct ServeFlags {
 
 Status RunServe(ServeFlags flags) {
   DF_ASSIGN_OR_RAISE(engine::ModelConfig config, engine::ModelConfig::Load(flags.options.model_dir));
-  DF_ASSIGN_OR_RAISE(flags.options.dtype, ChooseHiddenStatesDtype(flags.dtype, config.torch_dtype,
+  DF_ASSIGN_OR_RAISE(flags.options.dtype, hidden_states::ChooseHiddenStatesDtype(flags.dtype, config.torch_dtype,
                                                                   flags.options.model_dir));
 
   DF_ASSIGN_OR_RAISE(auto server, hidden_states::HiddenStatesServer::Create(flags.options));

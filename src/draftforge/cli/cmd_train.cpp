@@ -1,5 +1,6 @@
-// `draftforge train`: trains an EAGLE-3 draft offline from a prepared dataset
-// and its hidden-states files, with the flag names of speculators' train.py.
+// `draftforge train`: trains an EAGLE-3 draft from a prepared dataset and its
+// hidden-states files (offline, online or hybrid), with the flag names of
+// speculators' train.py.
 #include <memory>
 
 #include "draftforge/cli/commands.h"
@@ -39,7 +40,8 @@ void AddFlags(CLI::App& command, TrainFlags& flags) {
                      "scheduler_state_dict.pt are libtorch archives that only draftforge can resume from, "
                      "Python speculators cannot")
       ->capture_default_str();
-  command.add_option("--log-dir", o.log_dir, "Directory of metrics.jsonl (one JSON object per step and epoch)")
+  command.add_option("--log-dir", o.log_dir,
+                     "Directory of metrics.jsonl (one JSON object per step and epoch) and TensorBoard event files")
       ->capture_default_str();
   command.add_option("--epochs", o.epochs, "Number of epochs")->capture_default_str();
   command.add_option("--lr", o.lr, "Peak AdamW learning rate")->capture_default_str();
@@ -107,8 +109,25 @@ void AddFlags(CLI::App& command, TrainFlags& flags) {
   command.add_option("--prefetch-factor", o.prefetch_factor, "Batches each loading thread may prepare ahead")
       ->capture_default_str();
   command.add_option("--on-missing", o.on_missing,
-                     "When a hidden-states file is missing: skip, warn (skip with a warning) or raise")
+                     "When a hidden-states file is missing: generate it (with --vllm-endpoint servers, else the "
+                     "embedded engine on the verifier), skip, warn (skip with a warning) or raise. generate also "
+                     "replaces damaged files")
+      ->check(CLI::IsMember({"generate", "skip", "warn", "raise"}))
       ->capture_default_str();
+  command.add_option("--on-generate", o.on_generate,
+                     "What happens to generated hidden states: delete (online; nothing stays on disk) or cache "
+                     "(hybrid; written to --hidden-states-path for later epochs and runs)")
+      ->check(CLI::IsMember({"delete", "cache"}))
+      ->capture_default_str();
+  command.add_option("--vllm-endpoint", o.vllm_endpoints,
+                     "Hidden-states server base URL with /v1 (vLLM from `draftforge launch-vllm`, or `draftforge "
+                     "serve`); repeat for several. The server must serve the model under the name given to "
+                     "--verifier-name-or-path and share the file system. Default: the embedded CPU engine");
+  command.add_option("--request-timeout", o.request_timeout_seconds,
+                     "Seconds one hidden-states request may take before it is retried")
+      ->capture_default_str();
+  command.add_flag("--tensorboard,!--no-tensorboard", o.tensorboard,
+                   "Write TensorBoard event files into --log-dir beside metrics.jsonl (default on)");
   command.add_option("--device", o.device, "auto (CUDA when available), cpu, cuda or cuda:N")->capture_default_str();
 }
 

@@ -29,13 +29,6 @@ void ExitOnError(const Status& status);
 // reads "must be an integer >= 0, got -3".
 CLI::Validator AtLeast(int64_t minimum);
 
-// The stored dtype of hidden states: `flag_value` ("float32", "bfloat16" or
-// "float16") when not empty, else the model's config.json torch_dtype, as
-// vLLM stores the model dtype; float32 with a warning when both are empty.
-Result<c10::ScalarType> ChooseHiddenStatesDtype(const std::string& flag_value,
-                                                const std::string& config_torch_dtype,
-                                                const std::string& model_dir);
-
 // Arguments after "--" that ParseAndRun set aside for launch-vllm.
 std::vector<std::string>& PassthroughArgs();
 

@@ -149,6 +149,26 @@ std::vector<int64_t> SelectRowsToGenerate(int64_t num_rows, const std::vector<in
   return rows;
 }
 
+Result<c10::ScalarType> ChooseHiddenStatesDtype(const std::string& flag_value,
+                                                const std::string& config_torch_dtype,
+                                                const std::string& model_dir) {
+  auto parse = [](const std::string& name, const std::string& source) -> Result<c10::ScalarType> {
+    if (name == "float32") return c10::ScalarType::Float;
+    if (name == "bfloat16") return c10::ScalarType::BFloat16;
+    if (name == "float16") return c10::ScalarType::Half;
+    return Status::Invalid("{} '{}' is not supported; use float32, bfloat16 or float16", source,
+                           name);
+  };
+  if (!flag_value.empty()) return parse(flag_value, "--hidden-states-dtype");
+  if (config_torch_dtype.empty()) {
+    spdlog::warn("{}/config.json has no torch_dtype; storing hidden states as float32 (pass "
+                 "--hidden-states-dtype to choose)",
+                 model_dir);
+    return c10::ScalarType::Float;
+  }
+  return parse(config_torch_dtype, fmt::format("{}/config.json torch_dtype", model_dir));
+}
+
 Result<std::vector<int64_t>> ListHiddenStatesFiles(const std::string& dir) {
   std::vector<int64_t> rows;
   std::error_code error;

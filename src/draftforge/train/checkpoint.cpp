@@ -3,6 +3,10 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
+
 #include <cmath>
 #include <filesystem>
 #include <system_error>
@@ -116,9 +120,52 @@ Status SaveDraftModel(const std::string& dir, const Eagle3DraftModel& model, con
   return io::WriteTensors(dir + "/model.safetensors", tensors, {{"format", "pt"}});
 }
 
+namespace {
+
+// Moves the finished `staging` directory to `dir` in one step, so a reader
+// (or a resume after SIGKILL) finds either the old checkpoint or the new one,
+// never a mix. An existing `dir` is swapped with renameat2(RENAME_EXCHANGE)
+// and the old content removed afterwards.
+Status PublishDirectory(const std::string& staging, const std::string& dir) {
+  std::error_code code;
+  if (!fs::exists(dir, code)) {
+    fs::rename(staging, dir, code);
+    if (code) return Status::IOError("cannot rename {} to {}: {}", staging, dir, code.message());
+    return Status::OK();
+  }
+  if (renameat2(AT_FDCWD, staging.c_str(), AT_FDCWD, dir.c_str(), RENAME_EXCHANGE) != 0) {
+    // File systems without RENAME_EXCHANGE: two renames, with a short
+    // window in which `dir` is absent and a resume picks the epoch before.
+    const std::string old = staging + ".old";
+    fs::rename(dir, old, code);
+    if (!code) fs::rename(staging, dir, code);
+    if (code) return Status::IOError("cannot replace {} with {}: {}", dir, staging, code.message());
+    fs::remove_all(old, code);
+    return Status::OK();
+  }
+  fs::remove_all(staging, code);  // now contains the replaced checkpoint
+  if (code) spdlog::warn("could not remove the replaced checkpoint {}: {}", staging, code.message());
+  return Status::OK();
+}
+
+}  // namespace
+
 Status SaveCheckpoint(const std::string& save_path, const Eagle3DraftModel& model, const nlohmann::json& config,
                       torch::optim::Optimizer& optimizer, bool has_schedule, const TrainingState& state) {
-  std::string dir = EpochDir(save_path, state.epoch);
+  // Every file goes into a staging directory first (its name is not an
+  // epoch number, so FindLastEpoch never picks it), then the directory is
+  // published as a whole.
+  const std::string final_dir = EpochDir(save_path, state.epoch);
+  const std::string dir = fmt::format("{}/.{}.staging-{}", save_path, state.epoch, getpid());
+  std::error_code code;
+  // Staging directories of runs killed while saving are useless: drop them.
+  for (const auto& entry : fs::directory_iterator(save_path, code)) {
+    const std::string name = entry.path().filename().string();
+    if (name.starts_with(".") && name.find(".staging-") != std::string::npos) {
+      spdlog::info("removing {}, left by a run that stopped while saving a checkpoint", entry.path().string());
+      fs::remove_all(entry.path(), code);
+    }
+  }
   DF_RETURN_NOT_OK(SaveDraftModel(dir, model, config));
 
   // AdamW moments (float32) and step counters (int64) keep their dtypes. The
@@ -150,7 +197,8 @@ Status SaveCheckpoint(const std::string& save_path, const Eagle3DraftModel& mode
   std::vector<std::string> names;
   for (const auto& [name, tensor] : model.TrainableTensors()) names.push_back(name);
   training["trainable_tensors"] = names;
-  return WriteFileAtomic(dir + "/" + kStateFile, training.dump(2) + "\n");
+  DF_RETURN_NOT_OK(WriteFileAtomic(dir + "/" + kStateFile, training.dump(2) + "\n"));
+  return PublishDirectory(dir, final_dir);
 }
 
 std::optional<int64_t> FindLastEpoch(const std::string& save_path) {

@@ -54,8 +54,10 @@ struct TrainingState {
   std::optional<int64_t> best_epoch;
 };
 
-// Writes <save_path>/<epoch>/ (all files above except the symlink). Existing
-// files are replaced atomically.
+// Writes <save_path>/<epoch>/ (all files above except the symlink) into a
+// staging directory, then publishes it in one rename that also replaces an
+// existing <epoch>/: a run killed at any moment leaves the old checkpoint or
+// the new one, never a partial one.
 Status SaveCheckpoint(const std::string& save_path, const Eagle3DraftModel& model, const nlohmann::json& config,
                       torch::optim::Optimizer& optimizer, bool has_schedule, const TrainingState& state);
 

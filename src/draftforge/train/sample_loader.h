@@ -1,9 +1,15 @@
 // Reading one training sample: the dataset row plus its hidden-states file
 // hs_{row}.safetensors, validated, noised and shifted.
 //
+// A missing file is generated (kGenerate, see online_hidden_states.h),
+// skipped silently (kSkip), skipped with a warning (kWarn) or an error
+// (kRaise). Under kGenerate a damaged file (Corrupt: unreadable, truncated,
+// non-finite values) is reported and generated again as well.
+//
 // A sample is skipped (nullopt, with a warning that names the row and file)
-// when its file is missing (and `on_missing` is not raise), damaged, contains non-finite
-// values, has a row count or token ids that differ from the dataset row, or
+// when its file is damaged and not generated again, when generating it
+// failed, when its row count or token ids differ from the dataset row (the
+// dataset changed after the files were made: regenerate them), or when it
 // has fewer than 2 tokens.
 #pragma once
 
@@ -13,13 +19,14 @@
 
 #include "draftforge/data/token_dataset.h"
 #include "draftforge/train/batch.h"
+#include "draftforge/train/online_hidden_states.h"
 #include "draftforge/util/status.h"
 
 namespace draftforge::train {
 
-enum class MissingFilePolicy { kSkip, kWarn, kRaise };
+enum class MissingFilePolicy { kGenerate, kSkip, kWarn, kRaise };
 
-// Parses "skip", "warn" or "raise" ("generate" is not implemented yet).
+// Parses "generate", "skip", "warn" or "raise" (--on-missing).
 Result<MissingFilePolicy> ParseMissingFilePolicy(const std::string& name);
 
 struct SampleSource {
@@ -32,10 +39,12 @@ struct SampleSource {
   torch::Dtype rounding_dtype = torch::kBFloat16;
   double noise_std = 0.0;             // uniform noise on the auxiliary features; 0 for validation
   MissingFilePolicy on_missing = MissingFilePolicy::kWarn;
+  LazyGenerator* generator = nullptr;  // required by kGenerate; shared by all loader threads
 };
 
 // Loads global row `row`, drawing its noise from `generator` (torch's global
-// generator when empty). Errors only for a missing file under kRaise.
+// generator when empty). Errors for a missing file under kRaise, and under
+// kGenerate when the generator cannot be built (model or servers unusable).
 Result<std::optional<ShiftedSample>> LoadSample(const SampleSource& source, int64_t row,
                                                 c10::optional<at::Generator> generator = c10::nullopt);
 

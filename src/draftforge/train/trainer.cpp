@@ -21,10 +21,13 @@
 #include "draftforge/data/token_dataset.h"
 #include "draftforge/data/vocab_mapping.h"
 #include "draftforge/engine/model_config.h"
+#include "draftforge/hidden_states/generate.h"
 #include "draftforge/io/token_freq.h"
 #include "draftforge/train/batch_loader.h"
 #include "draftforge/train/checkpoint.h"
 #include "draftforge/train/eagle3_model.h"
+#include "draftforge/train/online_hidden_states.h"
+#include "draftforge/train/tensorboard.h"
 #include "draftforge/train/sampler.h"
 #include "draftforge/train/schedule.h"
 #include "draftforge/train/ttt.h"
@@ -287,6 +290,11 @@ class Trainer {
   // Saves `epoch` as partial after batches_done_ batches.
   Status SavePartialCheckpoint(int64_t epoch);
   void SetLearningRate(double lr);
+  // Writes `record` to metrics.jsonl and its numbers to TensorBoard.
+  Status LogMetrics(const nlohmann::json& record);
+  // Logs and records what on-demand generation did in `epoch`.
+  Status LogGeneration(int64_t epoch);
+  Status MakeGenerator(const std::string& hidden_states_dir);
 
   TrainOptions options_;
   engine::ModelConfig verifier_;
@@ -305,6 +313,8 @@ class Trainer {
   LrSchedule schedule_;
   nlohmann::json config_json_;
   std::unique_ptr<MetricsLog> metrics_log_;
+  std::unique_ptr<TensorBoardWriter> tensorboard_;
+  std::unique_ptr<LazyGenerator> generator_;  // set under --on-missing generate
   TrainingState state_;
   int64_t steps_this_run_ = 0;
   int64_t batches_done_ = 0;
@@ -340,6 +350,11 @@ Status Trainer::PrepareOutputDirectories() {
   DF_RETURN_NOT_OK(PrepareWritableDirectory("--save-path", options_.save_path));
   DF_RETURN_NOT_OK(PrepareWritableDirectory("--log-dir", options_.log_dir));
   DF_ASSIGN_OR_RAISE(metrics_log_, MetricsLog::Open(options_.log_dir));
+  if (options_.tensorboard) {
+    DF_ASSIGN_OR_RAISE(tensorboard_, TensorBoardWriter::Open(options_.log_dir));
+    spdlog::info("TensorBoard events go to {} (view with: tensorboard --logdir {})", tensorboard_->path(),
+                 options_.log_dir);
+  }
   return Status::OK();
 }
 
@@ -380,6 +395,10 @@ Status Trainer::OpenData() {
   train_source_.rounding_dtype = rounding;
   train_source_.noise_std = options_.noise_std;
   train_source_.on_missing = on_missing;
+  if (on_missing == MissingFilePolicy::kGenerate) {
+    DF_RETURN_NOT_OK(MakeGenerator(train_source_.hidden_states_dir));
+    train_source_.generator = generator_.get();
+  }
   val_source_ = train_source_;
   val_source_.noise_std = 0.0;
 
@@ -389,6 +408,58 @@ Status Trainer::OpenData() {
                               options_.scheduler_num_cosine_cycles, options_.epochs, batches);
   spdlog::info("dataset {}: {} training rows, {} validation rows, {} training batches per epoch", options_.data_path,
                train_rows_, rows - train_rows_, batches);
+  return Status::OK();
+}
+
+Status Trainer::MakeGenerator(const std::string& hidden_states_dir) {
+  DF_ASSIGN_OR_RAISE(GeneratedFilePolicy policy, ParseGeneratedFilePolicy(options_.on_generate));
+  LazyGenerator::Factory factory;
+  if (options_.vllm_endpoints.empty()) {
+    EngineGeneratorOptions engine;
+    engine.model_dir = options_.verifier_path;
+    engine.layer_ids = layer_ids_;
+    DF_ASSIGN_OR_RAISE(engine.stored_dtype,
+                       hidden_states::ChooseHiddenStatesDtype("", verifier_.torch_dtype, options_.verifier_path));
+    engine.policy = policy;
+    engine.hidden_states_dir = hidden_states_dir;
+    factory = [engine] { return MakeEngineGenerator(engine); };
+  } else {
+    hidden_states::ClientOptions client;
+    client.endpoints = options_.vllm_endpoints;
+    client.expected_model = options_.verifier_path;
+    client.timeout = std::chrono::milliseconds(static_cast<int64_t>(options_.request_timeout_seconds * 1000));
+    client.num_layers = 4;
+    client.hidden_size = verifier_.hidden_size;
+    factory = [client, policy] { return MakeServerGenerator(client, policy); };
+  }
+  generator_ = std::make_unique<LazyGenerator>(std::move(factory), policy);
+  return Status::OK();
+}
+
+Status Trainer::LogMetrics(const nlohmann::json& record) {
+  DF_RETURN_NOT_OK(metrics_log_->Write(record));
+  if (!tensorboard_) return Status::OK();
+  std::vector<std::pair<std::string, double>> scalars;
+  for (const auto& [name, value] : record.items()) {
+    if (name != "step" && name != "epoch" && value.is_number()) scalars.emplace_back(name, value.get<double>());
+  }
+  if (scalars.empty()) return Status::OK();
+  return tensorboard_->AddScalars(record.value("step", int64_t{0}), scalars);
+}
+
+Status Trainer::LogGeneration(int64_t epoch) {
+  if (!generator_) return Status::OK();
+  GenerationCounts& counts = generator_->counts();
+  const int64_t generated = counts.generated;
+  spdlog::info("epoch {} generated {} hidden-states samples ({} tokens; {} kept as files by --on-generate {}), "
+               "replaced {} damaged files, {} failed",
+               epoch, generated, counts.tokens.load(), counts.cached.load(), options_.on_generate,
+               counts.replaced.load(), counts.failed.load());
+  nlohmann::json record = {{"step", state_.global_step},       {"epoch", epoch},
+                           {"data/generated", generated},        {"data/generated_cached", counts.cached.load()},
+                           {"data/replaced_damaged", counts.replaced.load()}, {"data/generate_failed", counts.failed.load()}};
+  DF_RETURN_NOT_OK(LogMetrics(record));
+  counts.Reset();
   return Status::OK();
 }
 
@@ -442,8 +513,14 @@ Result<Trainer::EpochEnd> Trainer::TrainEpoch(int64_t epoch, int64_t first_batch
   int64_t samples = 0;
   EpochEnd end = EpochEnd::kComplete;
   batches_done_ = first_batch;
+  // Time the step spends waiting for the loader: with files present it
+  // should be a few percent; online generation shows up here.
+  double wait_seconds = 0;
   for (int64_t b = 0; b < loader.size(); ++b) {
+    const auto wait_start = std::chrono::steady_clock::now();
     DF_ASSIGN_OR_RAISE(PackedBatch batch, loader.Next());
+    const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - wait_start).count();
+    wait_seconds += waited;
     batch = batch.To(device_);
     TttOutput output = RunTtt(*model_, batch, ttt);
     // lr_t = lr * lambda(t), t = optimizer steps completed, also right on the
@@ -465,15 +542,17 @@ Result<Trainer::EpochEnd> Trainer::TrainEpoch(int64_t epoch, int64_t first_batch
 
     std::map<std::string, double> metrics = StepMetricMap(output);
     nlohmann::json record = {{"step", state_.global_step}, {"epoch", epoch}, {"lr", lr},
-                             {"tokens", batch.num_tokens()}};
+                             {"tokens", batch.num_tokens()}, {"data_wait_s", waited}};
     for (const auto& [name, value] : metrics) record["train/" + name] = value;
-    DF_RETURN_NOT_OK(metrics_log_->Write(record));
+    DF_RETURN_NOT_OK(LogMetrics(record));
     state_.global_step += 1;
     steps_this_run_ += 1;
     batches_done_ += 1;
     tokens += batch.num_tokens();
     samples += batch.num_samples;
-    progress.SetSuffix(ProgressSuffix(metrics, options_.ttt_steps));
+    const double elapsed = progress.ElapsedSeconds();
+    progress.SetSuffix(fmt::format("{} wait {:.0f}%", ProgressSuffix(metrics, options_.ttt_steps),
+                                   elapsed > 0 ? 100.0 * wait_seconds / elapsed : 0.0));
     progress.Advance(1, batch.num_tokens());
     const bool last_batch = b + 1 == loader.size();
     if (g_stop_signal != 0 && !last_batch) {
@@ -491,8 +570,13 @@ Result<Trainer::EpochEnd> Trainer::TrainEpoch(int64_t epoch, int64_t first_batch
   }
   progress.Finish();
   double seconds = progress.ElapsedSeconds();
-  spdlog::info("epoch {} training: {} tokens in {:.1f} s, {:.0f} tokens/s", epoch, tokens, seconds,
-               seconds > 0 ? static_cast<double>(tokens) / seconds : 0.0);
+  const double wait_share = seconds > 0 ? wait_seconds / seconds : 0.0;
+  spdlog::info("epoch {} training: {} tokens in {:.1f} s, {:.0f} tokens/s, {:.1f}% of the time waiting for data", epoch,
+               tokens, seconds, seconds > 0 ? static_cast<double>(tokens) / seconds : 0.0, 100.0 * wait_share);
+  DF_RETURN_NOT_OK(LogMetrics({{"step", state_.global_step},
+                               {"epoch", epoch},
+                               {"train/tokens_per_second_epoch", seconds > 0 ? tokens / seconds : 0.0},
+                               {"train/data_wait_share_epoch", wait_share}}));
   if (end == EpochEnd::kComplete && rows > 0 && samples < rows) {
     const std::string reason = fmt::format(
         "their hidden-states files in {} are missing or were rejected (the warnings above name each row unless "
@@ -543,7 +627,7 @@ Result<std::optional<double>> Trainer::ValidateEpoch(int64_t epoch) {
   auto epoch_metrics = means.Means();
   nlohmann::json record = {{"step", state_.global_step}, {"epoch", epoch}};
   for (const auto& [name, value] : epoch_metrics) record["val/" + name + "_epoch"] = value;
-  DF_RETURN_NOT_OK(metrics_log_->Write(record));
+  DF_RETURN_NOT_OK(LogMetrics(record));
   spdlog::info("epoch {} validation: {}", epoch, ProgressSuffix(epoch_metrics, options_.ttt_steps));
   if (!std::isfinite(epoch_metrics.at("loss"))) {
     spdlog::warn("epoch {} validation loss is {}; this epoch cannot become checkpoint_best", epoch,
@@ -629,6 +713,7 @@ Status Trainer::Run() {
                                SignalName(g_stop_signal), epoch, state_.global_step);
     }
     DF_ASSIGN_OR_RAISE(std::optional<double> val_loss, ValidateEpoch(epoch));
+    DF_RETURN_NOT_OK(LogGeneration(epoch));
     DF_RETURN_NOT_OK(Checkpoint(epoch, val_loss, resumed_partial));
     if (g_stop_signal != 0) {
       return Status::Cancelled("training was interrupted by {} after epoch {} (global step {}); its checkpoint "
@@ -684,6 +769,15 @@ Status ValidateTrainOptions(const TrainOptions& o) {
   if (o.max_steps && *o.max_steps < 1) return Status::Invalid("--max-steps must be at least 1, got {}", *o.max_steps);
   if (o.num_workers < 0) return Status::Invalid("--num-workers must be at least 0, got {}", o.num_workers);
   if (o.prefetch_factor < 1) return Status::Invalid("--prefetch-factor must be at least 1, got {}", o.prefetch_factor);
+  DF_RETURN_NOT_OK(ParseMissingFilePolicy(o.on_missing).status());
+  DF_RETURN_NOT_OK(ParseGeneratedFilePolicy(o.on_generate).status());
+  if (!o.vllm_endpoints.empty() && o.on_missing != "generate") {
+    spdlog::warn("--vllm-endpoint is unused: --on-missing {} never generates hidden states", o.on_missing);
+  }
+  if (!(o.request_timeout_seconds > 0) || !std::isfinite(o.request_timeout_seconds)) {
+    return Status::Invalid("--request-timeout must be a finite number of seconds > 0, got {}",
+                           o.request_timeout_seconds);
+  }
   return Status::OK();
 }
 

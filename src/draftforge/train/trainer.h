@@ -1,5 +1,6 @@
-// `draftforge train`: offline EAGLE-3 draft training from a prepared dataset
-// and its hidden-states files.
+// `draftforge train`: EAGLE-3 draft training from a prepared dataset and its
+// hidden-states files: offline (all files present), online (missing files
+// generated on demand and deleted) or hybrid (generated and cached).
 //
 // Per run: seed, resolve the vocabulary mapping, and build the draft from the
 // verifier config and weights. The dataset splits 90/10: rows [0, floor(0.9 n))
@@ -55,7 +56,14 @@ struct TrainOptions {
   std::optional<int64_t> max_steps;
   int64_t num_workers = 12;
   int64_t prefetch_factor = 4;
-  std::string on_missing = "warn";
+  // Missing hidden-states files (FORMATS.md 4.8): generate, skip, warn or
+  // raise; generated ones are kept (cache) or not (delete).
+  std::string on_missing = "generate";
+  std::string on_generate = "delete";
+  // Servers that generate missing files; empty: the embedded engine.
+  std::vector<std::string> vllm_endpoints;
+  double request_timeout_seconds = 120;
+  bool tensorboard = true;  // event files in log_dir beside metrics.jsonl
   std::string device = "auto";  // "auto" (CUDA when available), "cpu", "cuda", "cuda:N"
 };
 
