@@ -242,8 +242,11 @@ TEST_F(DistributedTrain, TwoRanksMatchOneRankAccumulating) {
   auto rank_weights = MasterWeights(dir_.path() / "ranks" / "ckpt");
   auto plain_weights = MasterWeights(dir_.path() / "plain" / "ckpt");
   ASSERT_FALSE(single_weights.empty());
-  const double tolerance = 1e-4;
-  EXPECT_LT(MaxAbsDifference(single_weights, rank_weights), tolerance);
+  // Halving is exact in float32, so the runs measured bit-identical here; the
+  // tolerance leaves room for another summation order in Gloo.
+  const double tolerance = 1e-6;
+  const double difference = MaxAbsDifference(single_weights, rank_weights);
+  EXPECT_LT(difference, tolerance);
   // One row per step trains other weights, so the tolerance can tell runs apart.
   EXPECT_GT(MaxAbsDifference(single_weights, plain_weights), 100 * tolerance);
 }
