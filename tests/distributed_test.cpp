@@ -261,9 +261,9 @@ TEST_F(DistributedTrain, ResumeRejectsOtherWorldSize) {
   EXPECT_TRUE(single.output.find("was written by a run with 2 ranks") != std::string::npos) << single.output;
 }
 
-// Each rank in turn is killed in the middle of a run started the way torchrun
-// starts ranks; the other must exit non-zero, naming it, well within the
-// collective timeout of 60 s.
+// Each rank in turn is killed in the middle of a run whose ranks start as
+// under torchrun. The other rank must exit non-zero and name it, well within
+// the collective timeout of 60 s.
 TEST_F(DistributedTrain, KilledRankStopsPeerWithMessage) {
   for (int64_t victim : {1, 0}) {
     SCOPED_TRACE("killed rank " + std::to_string(victim));

@@ -33,7 +33,7 @@ using Clock = std::chrono::steady_clock;
 // How long a rank that saw a collective fail waits for its peers to report
 // in the store before it names the silent ones as lost.
 constexpr std::chrono::milliseconds kFailureGrace{5000};
-constexpr int64_t kBucketBytes = 25 << 20;  // the default bucket size of PyTorch DDP
+constexpr int64_t kBucketBytes = 25 << 20;  // PyTorch DDP's default bucket_cap_mb of 25
 
 std::string AliveKey(int64_t rank) { return fmt::format("draftforge/alive/{}", rank); }
 std::string FailedKey(int64_t rank) { return fmt::format("draftforge/failed/{}", rank); }
@@ -179,23 +179,23 @@ Result<std::unique_ptr<DataParallel>> DataParallel::Connect(const std::optional<
 DataParallel::~DataParallel() = default;
 
 template <typename Body>
-Status DataParallel::RunCollective(const std::string& what, Body&& body) {
+Status DataParallel::RunCollective(const std::string& operation, Body&& body) {
   if (!distributed()) return Status::OK();
-  if (!impl_ || !impl_->store) return Status::Invalid("{}: the process group was already closed", what);
+  if (!impl_ || !impl_->store) return Status::Invalid("{}: the process group was already closed", operation);
   auto start = Clock::now();
   try {
     body();
   } catch (const std::exception& error) {
     communication_seconds_ += std::chrono::duration<double>(Clock::now() - start).count();
-    return DiagnoseFailure(what, error.what());
+    return DiagnoseFailure(operation, error.what());
   }
   communication_seconds_ += std::chrono::duration<double>(Clock::now() - start).count();
   return Status::OK();
 }
 
-Status DataParallel::DiagnoseFailure(const std::string& what, const std::string& error) {
+Status DataParallel::DiagnoseFailure(const std::string& operation, const std::string& error) {
   const DistributedEnv& env = impl_->env;
-  const std::string prefix = fmt::format("{} failed on rank {} of {}", what, rank_, world_size_);
+  const std::string prefix = fmt::format("{} failed on rank {} of {}", operation, rank_, world_size_);
   try {
     impl_->store->set(AliveKey(rank_), std::vector<uint8_t>{'1'});
   } catch (const std::exception&) {
@@ -291,8 +291,8 @@ Status DataParallel::AverageGradients(const std::vector<torch::Tensor>& paramete
   });
 }
 
-Status DataParallel::AllReduceSum(torch::Tensor& values, const std::string& what) {
-  return RunCollective(what, [&] {
+Status DataParallel::AllReduceSum(torch::Tensor& values, const std::string& operation) {
+  return RunCollective(operation, [&] {
     const bool host_copy = impl_->NeedsHostCopy(values);
     torch::Tensor buffer = host_copy ? values.cpu() : values;
     std::vector<torch::Tensor> arguments{buffer};
@@ -301,8 +301,8 @@ Status DataParallel::AllReduceSum(torch::Tensor& values, const std::string& what
   });
 }
 
-Status DataParallel::AllReduceMax(torch::Tensor& values, const std::string& what) {
-  return RunCollective(what, [&] {
+Status DataParallel::AllReduceMax(torch::Tensor& values, const std::string& operation) {
+  return RunCollective(operation, [&] {
     const bool host_copy = impl_->NeedsHostCopy(values);
     torch::Tensor buffer = host_copy ? values.cpu() : values;
     std::vector<torch::Tensor> arguments{buffer};
@@ -313,8 +313,8 @@ Status DataParallel::AllReduceMax(torch::Tensor& values, const std::string& what
   });
 }
 
-Status DataParallel::BroadcastFromMain(const std::vector<torch::Tensor>& tensors, const std::string& what) {
-  return RunCollective(what, [&] {
+Status DataParallel::BroadcastFromMain(const std::vector<torch::Tensor>& tensors, const std::string& operation) {
+  return RunCollective(operation, [&] {
     torch::NoGradGuard no_grad;
     for (const torch::Tensor& tensor : tensors) {
       const bool host_copy = impl_->NeedsHostCopy(tensor);
@@ -328,11 +328,11 @@ Status DataParallel::BroadcastFromMain(const std::vector<torch::Tensor>& tensors
   });
 }
 
-Status DataParallel::Barrier(const std::string& what) {
-  // An all-reduce of one value, because Gloo's barrier in libtorch 1.13 does
-  // not report which peer is missing either, and this keeps one code path.
+Status DataParallel::Barrier(const std::string& operation) {
+  // An all-reduce of one value, so that a failed barrier is diagnosed like
+  // every other collective.
   torch::Tensor token = torch::zeros({1});
-  return AllReduceSum(token, what);
+  return AllReduceSum(token, operation);
 }
 
 void DataParallel::Abandon(const Status& failure) {
@@ -434,7 +434,8 @@ Status LaunchRanks(const LaunchOptions& options, const std::vector<std::string>&
   auto previous_terminate = std::signal(SIGTERM, RecordLauncherSignal);
   std::map<pid_t, int64_t> running;  // pid -> rank
   std::optional<std::pair<int64_t, std::string>> first_failure;
-  std::optional<Clock::time_point> kill_deadline;
+  bool kill_pending = false;
+  Clock::time_point kill_deadline;
   auto stop_others = [&](int signal_number) {
     for (const auto& [pid, rank] : running) ::kill(pid, signal_number);
   };
@@ -465,6 +466,7 @@ Status LaunchRanks(const LaunchOptions& options, const std::vector<std::string>&
   }
   if (first_failure) {
     stop_others(SIGTERM);
+    kill_pending = true;
     kill_deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                        std::chrono::duration<double>(options.stop_grace_seconds));
   }
@@ -487,6 +489,7 @@ Status LaunchRanks(const LaunchOptions& options, const std::vector<std::string>&
         spdlog::error("launcher: rank {} (pid {}) {}; stopping the other {} ranks", rank, pid, DescribeExit(status),
                       running.size());
         stop_others(SIGTERM);
+        kill_pending = true;
         kill_deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                            std::chrono::duration<double>(options.stop_grace_seconds));
       } else if (failed) {
@@ -494,11 +497,11 @@ Status LaunchRanks(const LaunchOptions& options, const std::vector<std::string>&
       }
       continue;
     }
-    if (kill_deadline && Clock::now() >= *kill_deadline) {
+    if (kill_pending && Clock::now() >= kill_deadline) {
       spdlog::error("launcher: {} ranks still run {} s after the failure; killing them", running.size(),
                     options.stop_grace_seconds);
       stop_others(SIGKILL);
-      kill_deadline.reset();
+      kill_pending = false;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }

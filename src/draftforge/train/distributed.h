@@ -65,14 +65,15 @@ class DataParallel {
   // overlap with backward.
   Status AverageGradients(const std::vector<torch::Tensor>& parameters);
 
+  // Collectives below name `operation` in their errors ("checkpoint save").
   // Sums `values` (any shape, float or integer) over ranks, in place.
-  Status AllReduceSum(torch::Tensor& values, const std::string& what);
+  Status AllReduceSum(torch::Tensor& values, const std::string& operation);
   // Takes the element-wise maximum of `values` over ranks, in place.
-  Status AllReduceMax(torch::Tensor& values, const std::string& what);
+  Status AllReduceMax(torch::Tensor& values, const std::string& operation);
   // Copies rank 0's `tensors` into every other rank's, in place.
-  Status BroadcastFromMain(const std::vector<torch::Tensor>& tensors, const std::string& what);
-  // Waits until every rank calls Barrier with the same `what`.
-  Status Barrier(const std::string& what);
+  Status BroadcastFromMain(const std::vector<torch::Tensor>& tensors, const std::string& operation);
+  // Waits until every rank calls Barrier.
+  Status Barrier(const std::string& operation);
 
   // Records on the store that this rank stops with `failure`, so that peers
   // name it in their errors, then closes the process group. Rank 0 keeps the
@@ -89,8 +90,8 @@ class DataParallel {
   // Runs `body` (one collective), adds its duration to the communication
   // time, and turns an exception into an error naming the lost ranks.
   template <typename Body>
-  Status RunCollective(const std::string& what, Body&& body);
-  Status DiagnoseFailure(const std::string& what, const std::string& error);
+  Status RunCollective(const std::string& operation, Body&& body);
+  Status DiagnoseFailure(const std::string& operation, const std::string& error);
 
   int64_t rank_ = 0;
   int64_t world_size_ = 1;
