@@ -5,12 +5,12 @@
 // every rank joins a ProcessGroupGloo over it. With a CUDA libtorch and
 // DRAFTFORGE_WITH_NCCL, ranks that train on CUDA use ProcessGroupNCCL instead.
 //
-// Every collective must be called by all ranks in the same order. When a
-// collective fails (a peer closed its connection, or nothing arrived within
-// the timeout), the error names the lost ranks: each surviving rank marks
-// itself alive in the store, waits a few seconds for the others to do the
-// same, and names the ranks that stayed silent or reported their own error.
-// A rank that loses the store has lost rank 0, which hosts it.
+// Every collective must be called by all ranks in the same order. A
+// collective fails when a peer closes its connection or nothing arrives
+// within the timeout. Each surviving rank then marks itself alive in the
+// store and waits 5 s for the others to do the same. Its error names the
+// ranks that stayed silent or reported their own error. A rank that loses
+// the store has lost rank 0, which hosts it.
 //
 // Without WORLD_SIZE (or with WORLD_SIZE=1) DataParallel::Connect returns a
 // single-process group whose collectives do nothing.
