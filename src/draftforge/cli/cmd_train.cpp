@@ -1,9 +1,14 @@
 // `draftforge train`: trains an EAGLE-3 draft from a prepared dataset and its
 // hidden-states files (offline, online or hybrid), with the flag names of
 // speculators' train.py.
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdlib>
 #include <memory>
 
 #include "draftforge/cli/commands.h"
+#include "draftforge/train/distributed.h"
 #include "draftforge/train/trainer.h"
 
 namespace draftforge::cli {
@@ -19,6 +24,7 @@ struct TrainFlags {
   int64_t total_steps = 0;
   int64_t max_steps = 0;
   bool no_resume = false;
+  train::LaunchOptions launch;
   CLI::Option* draft_vocab_size_option = nullptr;
   CLI::Option* warmup_steps_option = nullptr;
   CLI::Option* total_steps_option = nullptr;
@@ -129,6 +135,26 @@ void AddFlags(CLI::App& command, TrainFlags& flags) {
   command.add_flag("--tensorboard,!--no-tensorboard", o.tensorboard,
                    "Write TensorBoard event files into --log-dir beside metrics.jsonl (default on)");
   command.add_option("--device", o.device, "auto (CUDA when available), cpu, cuda or cuda:N")->capture_default_str();
+
+  command.add_option("--gradient-accumulation-steps", o.gradient_accumulation_steps,
+                     "Packed rows each rank trains per optimizer step; the gradient is the mean over all rows "
+                     "of all ranks")
+      ->capture_default_str();
+  command.add_option("--nproc-per-node", flags.launch.nproc_per_node,
+                     "Start this many ranks on this machine and supervise them (data-parallel over Gloo); "
+                     "ignored in a process that already has RANK set, as under torchrun")
+      ->capture_default_str()
+      ->check(AtLeast(1));
+  command.add_option("--master-addr", flags.launch.master_addr,
+                     "With --nproc-per-node: address of the rendezvous store that rank 0 hosts")
+      ->capture_default_str();
+  command.add_option("--master-port", flags.launch.master_port,
+                     "With --nproc-per-node: TCP port of the rendezvous store (0 = a free port)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65535));
+  command.add_option("--dist-timeout", o.distributed_timeout_seconds,
+                     "Seconds a rank waits for the rendezvous or for one collective before it stops with an error")
+      ->capture_default_str();
 }
 
 }  // namespace
@@ -144,6 +170,17 @@ void AddTrainCommand(CLI::App& app) {
     if (flags->total_steps_option->count() > 0) options.scheduler_total_steps = flags->total_steps;
     if (flags->max_steps_option->count() > 0) options.max_steps = flags->max_steps;
     options.resume_from_checkpoint = !flags->no_resume;
+    if (flags->launch.nproc_per_node > 1 && std::getenv("RANK") == nullptr) {
+      // The launcher re-runs this command line once per rank; RANK, set for
+      // each of them, sends them to the training below.
+      auto arguments = train::CurrentArguments();
+      ExitOnError(arguments.status());
+      ExitOnError(train::LaunchRanks(flags->launch, *arguments));
+      return;
+    }
+    if (const char* rank = std::getenv("RANK"); rank != nullptr && std::getenv("WORLD_SIZE") != nullptr) {
+      spdlog::default_logger()->set_pattern(fmt::format("%Y-%m-%d %H:%M:%S.%e %^%l%$ [rank {}] %v", rank));
+    }
     ExitOnError(train::RunTraining(options));
   });
 }

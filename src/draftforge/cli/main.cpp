@@ -42,7 +42,12 @@ int main(int argc, char** argv) {
   app.parse_complete_callback([&] {
     draftforge::cli::ExitOnError(draftforge::InitLogging(log_level));
     // libtorch may default to a single thread; set the count explicitly.
+    // Ranks of one machine (LOCAL_WORLD_SIZE, set by torchrun and by
+    // `train --nproc-per-node`) share its hardware threads.
     int count = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    if (const char* local_world = std::getenv("LOCAL_WORLD_SIZE"); threads == 0 && local_world != nullptr) {
+      count = std::max(1, count / std::max(1, std::atoi(local_world)));
+    }
     torch::set_num_threads(count);
   });
 

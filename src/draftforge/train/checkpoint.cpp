@@ -193,7 +193,9 @@ Status SaveCheckpoint(const std::string& save_path, const Eagle3DraftModel& mode
                              {"global_step", state.global_step},
                              {"schedule_step", state.schedule_step},
                              {"best_val_loss", OptionalNumber(state.best_val_loss)},
-                             {"best_epoch", state.best_epoch ? nlohmann::json(*state.best_epoch) : nlohmann::json()}};
+                             {"best_epoch", state.best_epoch ? nlohmann::json(*state.best_epoch) : nlohmann::json()},
+                             {"world_size", state.world_size},
+                             {"gradient_accumulation_steps", state.gradient_accumulation_steps}};
   std::vector<std::string> names;
   for (const auto& [name, tensor] : model.TrainableTensors()) names.push_back(name);
   training["trainable_tensors"] = names;
@@ -278,6 +280,8 @@ Result<TrainingState> LoadCheckpoint(const std::string& save_path, int64_t epoch
   state.batches_done = state_json.value("batches_done", int64_t{0});
   state.global_step = state_json.value("global_step", int64_t{0});
   state.schedule_step = state_json.value("schedule_step", state.global_step);
+  state.world_size = state_json.value("world_size", int64_t{1});
+  state.gradient_accumulation_steps = state_json.value("gradient_accumulation_steps", int64_t{1});
   if (state_json.contains("best_val_loss") && state_json["best_val_loss"].is_number()) {
     state.best_val_loss = state_json["best_val_loss"].get<double>();
   }

@@ -52,6 +52,11 @@ struct TrainingState {
   int64_t schedule_step = 0;  // steps the learning-rate schedule has counted
   std::optional<double> best_val_loss;
   std::optional<int64_t> best_epoch;
+  // Data-parallel layout of the run: the batches of an epoch, and so
+  // batches_done, depend on both. Checkpoints without these fields count as
+  // one rank without accumulation.
+  int64_t world_size = 1;
+  int64_t gradient_accumulation_steps = 1;
 };
 
 // Writes <save_path>/<epoch>/ (all files above except the symlink) into a

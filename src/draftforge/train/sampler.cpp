@@ -85,4 +85,23 @@ std::vector<std::vector<int64_t>> EpochBatches(const std::vector<int64_t>& sampl
   return batches;
 }
 
+std::vector<std::vector<std::vector<int64_t>>> ReplicaEpochBatches(const std::vector<int64_t>& sample_lengths,
+                                                                   int64_t max_tokens, int64_t world_size,
+                                                                   int64_t rank, int64_t accumulation_steps,
+                                                                   uint64_t seed, int64_t epoch) {
+  const int64_t replicas = world_size * accumulation_steps;
+  std::vector<std::vector<std::vector<int64_t>>> per_replica;
+  for (int64_t a = 0; a < accumulation_steps; ++a) {
+    per_replica.push_back(
+        EpochBatches(sample_lengths, max_tokens, replicas, rank * accumulation_steps + a, seed, epoch));
+  }
+  // Every replica gets the same number of batches, because all of them run
+  // the same packing and keep their own bin.
+  std::vector<std::vector<std::vector<int64_t>>> steps(per_replica[0].size());
+  for (size_t b = 0; b < steps.size(); ++b) {
+    for (int64_t a = 0; a < accumulation_steps; ++a) steps[b].push_back(per_replica[a][b]);
+  }
+  return steps;
+}
+
 }  // namespace draftforge::train

@@ -29,4 +29,14 @@ std::vector<std::vector<int64_t>> PackMultipack(const std::vector<int64_t>& leng
 std::vector<std::vector<int64_t>> EpochBatches(const std::vector<int64_t>& sample_lengths, int64_t max_tokens,
                                                int64_t num_ranks, int64_t rank, uint64_t seed, int64_t epoch);
 
+// Rows of `rank` for one epoch when each optimizer step packs one row per
+// replica, with world_size * accumulation_steps replicas in all. Entry [b][a]
+// is the a-th accumulation row of step b, the batch of replica
+// rank * accumulation_steps + a. A one-rank run with accumulation A and an
+// A-rank run without accumulation therefore train on the same rows.
+std::vector<std::vector<std::vector<int64_t>>> ReplicaEpochBatches(const std::vector<int64_t>& sample_lengths,
+                                                                   int64_t max_tokens, int64_t world_size,
+                                                                   int64_t rank, int64_t accumulation_steps,
+                                                                   uint64_t seed, int64_t epoch);
+
 }  // namespace draftforge::train

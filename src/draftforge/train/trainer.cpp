@@ -25,6 +25,7 @@
 #include "draftforge/io/token_freq.h"
 #include "draftforge/train/batch_loader.h"
 #include "draftforge/train/checkpoint.h"
+#include "draftforge/train/distributed.h"
 #include "draftforge/train/eagle3_model.h"
 #include "draftforge/train/online_hidden_states.h"
 #include "draftforge/train/tensorboard.h"
@@ -228,24 +229,6 @@ class MetricsLog {
   std::ofstream stream_;
 };
 
-// Running means of named metrics.
-class MetricMeans {
- public:
-  void Add(const std::string& name, double value) {
-    auto& [sum, count] = sums_[name];
-    sum += value;
-    count += 1;
-  }
-  std::map<std::string, double> Means() const {
-    std::map<std::string, double> means;
-    for (const auto& [name, entry] : sums_) means[name] = entry.first / entry.second;
-    return means;
-  }
-
- private:
-  std::map<std::string, std::pair<double, int64_t>> sums_;
-};
-
 std::map<std::string, double> StepMetricMap(const TttOutput& output) {
   std::map<std::string, double> metrics;
   metrics["loss"] = output.loss.item<double>();
@@ -255,6 +238,29 @@ std::map<std::string, double> StepMetricMap(const TttOutput& output) {
     metrics[fmt::format("cond_acc_{}", k)] = output.steps[k].cond_acc;
   }
   return metrics;
+}
+
+// Names of the metrics StepMetricMap returns for `steps` TTT steps, in the
+// map's order, so that every rank packs the same names in the same order.
+std::vector<std::string> StepMetricNames(int64_t steps) {
+  std::map<std::string, double> names = {{"loss", 0}};
+  for (int64_t k = 0; k < steps; ++k) {
+    names[fmt::format("loss_{}", k)] = 0;
+    names[fmt::format("full_acc_{}", k)] = 0;
+    names[fmt::format("cond_acc_{}", k)] = 0;
+  }
+  std::vector<std::string> ordered;
+  for (const auto& [name, unused] : names) ordered.push_back(name);
+  return ordered;
+}
+
+// Sums `values` over the ranks of `parallel` (a copy when it is one process).
+Result<std::vector<double>> SumOverRanks(DataParallel& parallel, std::vector<double> values, const std::string& what) {
+  if (!parallel.distributed()) return values;
+  torch::Tensor buffer = torch::tensor(values, torch::kFloat64);
+  DF_RETURN_NOT_OK(parallel.AllReduceSum(buffer, what));
+  auto* data = buffer.data_ptr<double>();
+  return std::vector<double>(data, data + buffer.numel());
 }
 
 std::string ProgressSuffix(const std::map<std::string, double>& metrics, int64_t steps) {
@@ -280,6 +286,10 @@ class Trainer {
   Status BuildModel();
   Status OpenData();
   Status Resume();
+  // Distributed: copies rank 0's weights to every rank and checks that all
+  // ranks resumed the same training state.
+  Status SynchronizeRanks();
+  Status RunJob();
   // Trains batches first_batch.. of `epoch`. Sets stop_ when --max-steps is
   // reached at the end of the epoch, and batches_done_ to the batches done.
   Result<EpochEnd> TrainEpoch(int64_t epoch, int64_t first_batch);
@@ -290,7 +300,8 @@ class Trainer {
   // Saves `epoch` as partial after batches_done_ batches.
   Status SavePartialCheckpoint(int64_t epoch);
   void SetLearningRate(double lr);
-  // Writes `record` to metrics.jsonl and its numbers to TensorBoard.
+  // Writes `record` to metrics.jsonl and its numbers to TensorBoard on rank
+  // 0; other ranks write nothing.
   Status LogMetrics(const nlohmann::json& record);
   // Logs and records what on-demand generation did in `epoch`.
   Status LogGeneration(int64_t epoch);
@@ -319,6 +330,7 @@ class Trainer {
   int64_t steps_this_run_ = 0;
   int64_t batches_done_ = 0;
   bool stop_ = false;
+  std::unique_ptr<DataParallel> parallel_;
 };
 
 Status Trainer::Setup() {
@@ -335,6 +347,11 @@ Status Trainer::Setup() {
   draft_options.norm_before_fc = options_.norm_before_fc;
   DF_ASSIGN_OR_RAISE(draft_config_, MakeDraftConfig(verifier_, draft_options));
   DF_ASSIGN_OR_RAISE(device_, ResolveDevice(options_.device));
+  DF_ASSIGN_OR_RAISE(std::optional<DistributedEnv> env, ReadDistributedEnv());
+  auto timeout = std::chrono::milliseconds(static_cast<int64_t>(options_.distributed_timeout_seconds * 1000));
+  DF_ASSIGN_OR_RAISE(parallel_, DataParallel::Connect(env, timeout, device_));
+  state_.world_size = parallel_->world_size();
+  state_.gradient_accumulation_steps = options_.gradient_accumulation_steps;
 
   SpeculatorInfo info;
   info.verifier_name_or_path = options_.verifier_path;
@@ -347,6 +364,7 @@ Status Trainer::Setup() {
 }
 
 Status Trainer::PrepareOutputDirectories() {
+  if (!parallel_->is_main()) return Status::OK();  // only rank 0 writes files
   DF_RETURN_NOT_OK(PrepareWritableDirectory("--save-path", options_.save_path));
   DF_RETURN_NOT_OK(PrepareWritableDirectory("--log-dir", options_.log_dir));
   DF_ASSIGN_OR_RAISE(metrics_log_, MetricsLog::Open(options_.log_dir));
@@ -403,7 +421,10 @@ Status Trainer::OpenData() {
   val_source_.noise_std = 0.0;
 
   DF_ASSIGN_OR_RAISE(ScheduleType type, ParseScheduleType(options_.scheduler_type));
-  int64_t batches = static_cast<int64_t>(EpochBatches(train_lengths_, options_.total_seq_len, 1, 0, 0, 0).size());
+  int64_t batches = static_cast<int64_t>(ReplicaEpochBatches(train_lengths_, options_.total_seq_len,
+                                                             parallel_->world_size(), parallel_->rank(),
+                                                             options_.gradient_accumulation_steps, 0, 0)
+                                             .size());
   schedule_ = ResolveSchedule(type, options_.scheduler_warmup_steps, options_.scheduler_total_steps,
                               options_.scheduler_num_cosine_cycles, options_.epochs, batches);
   spdlog::info("dataset {}: {} training rows, {} validation rows, {} training batches per epoch", options_.data_path,
@@ -437,6 +458,7 @@ Status Trainer::MakeGenerator(const std::string& hidden_states_dir) {
 }
 
 Status Trainer::LogMetrics(const nlohmann::json& record) {
+  if (!metrics_log_) return Status::OK();
   DF_RETURN_NOT_OK(metrics_log_->Write(record));
   if (!tensorboard_) return Status::OK();
   std::vector<std::pair<std::string, double>> scalars;
@@ -467,11 +489,22 @@ Status Trainer::Resume() {
   if (!options_.resume_from_checkpoint) {
     // Older epoch folders would otherwise make a later resume continue the
     // old run.
-    return RemoveAllEpochs(options_.save_path);
+    if (parallel_->is_main()) DF_RETURN_NOT_OK(RemoveAllEpochs(options_.save_path));
+    return parallel_->Barrier("removal of old checkpoints");
   }
   std::optional<int64_t> last = FindLastEpoch(options_.save_path);
   if (!last) return Status::OK();
-  DF_ASSIGN_OR_RAISE(state_, LoadCheckpoint(options_.save_path, *last, *model_, *optimizer_));
+  DF_ASSIGN_OR_RAISE(TrainingState loaded, LoadCheckpoint(options_.save_path, *last, *model_, *optimizer_));
+  if (loaded.world_size != parallel_->world_size() ||
+      loaded.gradient_accumulation_steps != options_.gradient_accumulation_steps) {
+    return Status::Invalid("{}/{} was written by a run with {} ranks and --gradient-accumulation-steps {}, but this "
+                           "run has {} ranks and --gradient-accumulation-steps {}; the batches of an epoch depend "
+                           "on both, so resume with the same values, or pass --no-resume-from-checkpoint or "
+                           "another --save-path",
+                           options_.save_path, *last, loaded.world_size, loaded.gradient_accumulation_steps,
+                           parallel_->world_size(), options_.gradient_accumulation_steps);
+  }
+  state_ = loaded;
   if (state_.epoch_complete) {
     spdlog::info("resuming from {}/{}: epoch {} done, {} optimizer steps", options_.save_path, *last, state_.epoch,
                  state_.global_step);
@@ -483,6 +516,32 @@ Status Trainer::Resume() {
   return Status::OK();
 }
 
+Status Trainer::SynchronizeRanks() {
+  if (!parallel_->distributed()) return Status::OK();
+  const std::vector<int64_t> fields = {state_.epoch, state_.epoch_complete ? 1 : 0, state_.batches_done,
+                                       state_.global_step};
+  // One MAX all-reduce of (x, -x) yields the maximum and minimum of each field.
+  std::vector<int64_t> both(fields);
+  for (int64_t field : fields) both.push_back(-field);
+  torch::Tensor extremes = torch::tensor(both, torch::kInt64);
+  DF_RETURN_NOT_OK(parallel_->AllReduceMax(extremes, "resume state check"));
+  for (size_t i = 0; i < fields.size(); ++i) {
+    if (extremes[i].item<int64_t>() != -extremes[i + fields.size()].item<int64_t>()) {
+      return Status::Invalid("the ranks resumed different training states from --save-path {} (rank {} has epoch "
+                             "{}, {} batches done, global step {}); every rank reads the checkpoint itself, so "
+                             "--save-path must be a directory that all ranks see, such as a shared filesystem",
+                             options_.save_path, parallel_->rank(), state_.epoch, state_.batches_done,
+                             state_.global_step);
+    }
+  }
+  std::vector<torch::Tensor> weights;
+  for (const auto& [name, tensor] : model_->TrainableTensors()) weights.push_back(tensor);
+  // NOTE: the AdamW state is not broadcast; after a resume each rank holds
+  // the moments it read from the checkpoint, which the check above ties to
+  // the same file.
+  return parallel_->BroadcastFromMain(weights, "broadcast of the initial weights");
+}
+
 void Trainer::SetLearningRate(double lr) {
   for (auto& group : optimizer_->param_groups()) {
     static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
@@ -490,16 +549,28 @@ void Trainer::SetLearningRate(double lr) {
 }
 
 Result<Trainer::EpochEnd> Trainer::TrainEpoch(int64_t epoch, int64_t first_batch) {
-  auto batches = EpochBatches(train_lengths_, options_.total_seq_len, 1, 0, 0, epoch);
-  const int64_t epoch_batches = static_cast<int64_t>(batches.size());
+  // Each optimizer step packs one row per replica (world size x gradient
+  // accumulation steps), and this rank loads its own rows of every step.
+  const int64_t accumulation = options_.gradient_accumulation_steps;
+  const int64_t replicas = parallel_->world_size() * accumulation;
+  auto steps = ReplicaEpochBatches(train_lengths_, options_.total_seq_len, parallel_->world_size(),
+                                   parallel_->rank(), accumulation, 0, epoch);
+  const int64_t epoch_batches = static_cast<int64_t>(steps.size());
   first_batch = std::min(first_batch, epoch_batches);
-  batches.erase(batches.begin(), batches.begin() + first_batch);
+  std::vector<std::vector<int64_t>> batches;
+  // Each row draws its noise from its own generator, so the noise does not
+  // depend on --num-workers, on where a resumed epoch starts, or on how the
+  // replicas split into ranks and accumulation steps. With one replica the
+  // seed index is the batch index.
+  std::vector<uint64_t> noise_seeds;
+  for (int64_t b = first_batch; b < epoch_batches; ++b) {
+    for (int64_t a = 0; a < accumulation; ++a) {
+      batches.push_back(steps[b][a]);
+      noise_seeds.push_back(BatchNoiseSeed(options_.seed, epoch, b * replicas + parallel_->rank() * accumulation + a));
+    }
+  }
   int64_t rows = 0;
   for (const auto& batch : batches) rows += static_cast<int64_t>(batch.size());
-  // Each batch draws its noise from its own generator, so the noise does not
-  // depend on --num-workers or on where a resumed epoch starts.
-  std::vector<uint64_t> noise_seeds;
-  for (int64_t b = first_batch; b < epoch_batches; ++b) noise_seeds.push_back(BatchNoiseSeed(options_.seed, epoch, b));
   BatchLoader loader(train_source_, batches, options_.total_seq_len, options_.num_workers, options_.prefetch_factor,
                      noise_seeds);
   TttOptions ttt;
@@ -507,8 +578,11 @@ Result<Trainer::EpochEnd> Trainer::TrainEpoch(int64_t epoch, int64_t first_batch
   ttt.loss_decay = options_.ttt_step_loss_decay;
   ttt.teacher_forcing = options_.use_off_policy_tokens;
   std::vector<torch::Tensor> parameters = optimizer_->param_groups()[0].params();
+  const std::vector<std::string> metric_names = StepMetricNames(options_.ttt_steps);
 
-  ProgressBar progress(fmt::format("train epoch {}", epoch), loader.size(), "batches");
+  const int64_t num_steps = epoch_batches - first_batch;
+  ProgressBar progress(fmt::format("train epoch {}", epoch), num_steps, "batches");
+  const double communication_before = parallel_->communication_seconds();
   int64_t tokens = 0;
   int64_t samples = 0;
   EpochEnd end = EpochEnd::kComplete;
@@ -516,46 +590,69 @@ Result<Trainer::EpochEnd> Trainer::TrainEpoch(int64_t epoch, int64_t first_batch
   // Time the step spends waiting for the loader: with files present it
   // should be a few percent; online generation shows up here.
   double wait_seconds = 0;
-  for (int64_t b = 0; b < loader.size(); ++b) {
-    const auto wait_start = std::chrono::steady_clock::now();
-    DF_ASSIGN_OR_RAISE(PackedBatch batch, loader.Next());
-    const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - wait_start).count();
-    wait_seconds += waited;
-    batch = batch.To(device_);
-    TttOutput output = RunTtt(*model_, batch, ttt);
+  for (int64_t b = 0; b < num_steps; ++b) {
     // lr_t = lr * lambda(t), t = optimizer steps completed, also right on the
     // first step after a resume.
     double lr = options_.lr * schedule_.Factor(state_.schedule_step);
-    double loss = output.loss.item<double>();
-    if (!std::isfinite(loss)) {
-      return Status::Invalid("training loss is {} at epoch {}, batch {} of {} (global step {}, learning rate {:g}): "
-                             "training diverged, so it stopped without saving this epoch; rerun with a lower --lr "
-                             "(now {:g})",
-                             loss, epoch, first_batch + b, epoch_batches, state_.global_step, lr, options_.lr);
-    }
     optimizer_->zero_grad();
-    output.loss.backward();
+    std::map<std::string, double> row_sums;
+    int64_t step_tokens = 0;
+    double step_wait_seconds = 0;
+    for (int64_t a = 0; a < accumulation; ++a) {
+      const auto wait_start = std::chrono::steady_clock::now();
+      DF_ASSIGN_OR_RAISE(PackedBatch batch, loader.Next());
+      step_wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - wait_start).count();
+      batch = batch.To(device_);
+      TttOutput output = RunTtt(*model_, batch, ttt);
+      double loss = output.loss.item<double>();
+      if (!std::isfinite(loss)) {
+        return Status::Invalid("training loss is {} at epoch {}, batch {} of {} (global step {}, learning rate "
+                               "{:g}): training diverged, so it stopped without saving this epoch; rerun with a "
+                               "lower --lr (now {:g})",
+                               loss, epoch, first_batch + b, epoch_batches, state_.global_step, lr, options_.lr);
+      }
+      // The step's gradient is the mean over its rows of each row's loss
+      // gradient: a row's loss is already normalised by its own masked token
+      // count (see ttt.h), and every row weighs the same, as in speculators.
+      // AverageGradients then takes the mean over ranks.
+      (output.loss / static_cast<double>(accumulation)).backward();
+      for (const auto& [name, value] : StepMetricMap(output)) row_sums[name] += value;
+      step_tokens += batch.num_tokens();
+      samples += batch.num_samples;
+    }
+    wait_seconds += step_wait_seconds;
+    DF_RETURN_NOT_OK(parallel_->AverageGradients(parameters));
     torch::nn::utils::clip_grad_norm_(parameters, 1.0);
     SetLearningRate(lr);
     optimizer_->step();
     state_.schedule_step += 1;
 
-    std::map<std::string, double> metrics = StepMetricMap(output);
-    nlohmann::json record = {{"step", state_.global_step}, {"epoch", epoch}, {"lr", lr},
-                             {"tokens", batch.num_tokens()}, {"data_wait_s", waited}};
+    // One reduction per step: the row sums of every metric, the tokens, and
+    // a stop flag, so that all ranks stop at the same step after a signal.
+    std::vector<double> packed;
+    for (const std::string& name : metric_names) packed.push_back(row_sums[name]);
+    packed.push_back(static_cast<double>(step_tokens));
+    packed.push_back(g_stop_signal != 0 ? 1.0 : 0.0);
+    DF_ASSIGN_OR_RAISE(packed, SumOverRanks(*parallel_, packed, "training metric all-reduce"));
+    std::map<std::string, double> metrics;
+    for (size_t i = 0; i < metric_names.size(); ++i) metrics[metric_names[i]] = packed[i] / replicas;
+    const int64_t global_tokens = static_cast<int64_t>(packed[metric_names.size()]);
+    const bool stop_requested = packed[metric_names.size() + 1] > 0;
+
+    nlohmann::json record = {{"step", state_.global_step}, {"epoch", epoch}, {"lr", lr}, {"tokens", global_tokens},
+                             {"data_wait_s", step_wait_seconds}};
     for (const auto& [name, value] : metrics) record["train/" + name] = value;
     DF_RETURN_NOT_OK(LogMetrics(record));
     state_.global_step += 1;
     steps_this_run_ += 1;
     batches_done_ += 1;
-    tokens += batch.num_tokens();
-    samples += batch.num_samples;
+    tokens += step_tokens;
     const double elapsed = progress.ElapsedSeconds();
     progress.SetSuffix(fmt::format("{} wait {:.0f}%", ProgressSuffix(metrics, options_.ttt_steps),
                                    elapsed > 0 ? 100.0 * wait_seconds / elapsed : 0.0));
-    progress.Advance(1, batch.num_tokens());
-    const bool last_batch = b + 1 == loader.size();
-    if (g_stop_signal != 0 && !last_batch) {
+    progress.Advance(1, step_tokens);
+    const bool last_batch = b + 1 == num_steps;
+    if (stop_requested && !last_batch) {
       end = EpochEnd::kSignal;
       break;
     }
@@ -577,6 +674,11 @@ Result<Trainer::EpochEnd> Trainer::TrainEpoch(int64_t epoch, int64_t first_batch
                                {"epoch", epoch},
                                {"train/tokens_per_second_epoch", seconds > 0 ? tokens / seconds : 0.0},
                                {"train/data_wait_share_epoch", wait_share}}));
+  if (parallel_->distributed()) {
+    double communication = parallel_->communication_seconds() - communication_before;
+    spdlog::info("epoch {} communication: {:.2f} s in collectives, {:.1f}% of the training time", epoch,
+                 communication, seconds > 0 ? 100.0 * communication / seconds : 0.0);
+  }
   if (end == EpochEnd::kComplete && rows > 0 && samples < rows) {
     const std::string reason = fmt::format(
         "their hidden-states files in {} are missing or were rejected (the warnings above name each row unless "
@@ -594,7 +696,8 @@ Result<Trainer::EpochEnd> Trainer::TrainEpoch(int64_t epoch, int64_t first_batch
 
 Result<std::optional<double>> Trainer::ValidateEpoch(int64_t epoch) {
   if (val_lengths_.empty()) return std::optional<double>();
-  auto batches = EpochBatches(val_lengths_, options_.total_seq_len, 1, 0, 0, epoch);
+  auto batches = EpochBatches(val_lengths_, options_.total_seq_len, parallel_->world_size(), parallel_->rank(), 0,
+                              epoch);
   for (auto& batch : batches) {
     for (int64_t& index : batch) index += train_rows_;  // files keep the global row index
   }
@@ -604,27 +707,36 @@ Result<std::optional<double>> Trainer::ValidateEpoch(int64_t epoch) {
   ttt.steps = options_.ttt_steps;
   ttt.loss_decay = options_.ttt_step_loss_decay;
   torch::NoGradGuard no_grad;
-  MetricMeans means;
+  // Each epoch metric is the mean over the (rank, batch) pairs whose row had
+  // a usable sample, with one reduction per epoch.
+  const std::vector<std::string> metric_names = StepMetricNames(options_.ttt_steps);
+  std::map<std::string, double> sums;
+  int64_t counted_rows = 0;
   ProgressBar progress(fmt::format("validate epoch {}", epoch), loader.size(), "batches");
-  int64_t samples = 0;
   for (int64_t b = 0; b < loader.size(); ++b) {
     DF_ASSIGN_OR_RAISE(PackedBatch batch, loader.Next());
     if (batch.num_samples > 0) {
       TttOutput output = RunTtt(*model_, batch.To(device_), ttt);
-      for (const auto& [name, value] : StepMetricMap(output)) means.Add(name, value);
-      samples += batch.num_samples;
+      for (const auto& [name, value] : StepMetricMap(output)) sums[name] += value;
+      counted_rows += 1;
     }
     progress.Advance(1, batch.num_tokens());
   }
   progress.Finish();
-  if (samples == 0) {
+  std::vector<double> packed;
+  for (const std::string& name : metric_names) packed.push_back(sums[name]);
+  packed.push_back(static_cast<double>(counted_rows));
+  DF_ASSIGN_OR_RAISE(packed, SumOverRanks(*parallel_, packed, "validation metric all-reduce"));
+  counted_rows = static_cast<int64_t>(packed.back());
+  if (counted_rows == 0) {
     spdlog::warn("epoch {} validation had no usable sample: all {} validation rows were skipped because their "
                  "hidden-states files in {} are missing or were rejected; no validation loss is recorded and this "
                  "epoch cannot become checkpoint_best",
                  epoch, val_lengths_.size(), val_source_.hidden_states_dir);
     return std::optional<double>();
   }
-  auto epoch_metrics = means.Means();
+  std::map<std::string, double> epoch_metrics;
+  for (size_t i = 0; i < metric_names.size(); ++i) epoch_metrics[metric_names[i]] = packed[i] / counted_rows;
   nlohmann::json record = {{"step", state_.global_step}, {"epoch", epoch}};
   for (const auto& [name, value] : epoch_metrics) record["val/" + name + "_epoch"] = value;
   DF_RETURN_NOT_OK(LogMetrics(record));
@@ -660,20 +772,26 @@ Status Trainer::Checkpoint(int64_t epoch, std::optional<double> val_loss, bool r
     }
     return Status::OK();
   }
-  DF_RETURN_NOT_OK(SaveCheckpoint(options_.save_path, *model_, config_json_, *optimizer_,
-                                  schedule_.type != ScheduleType::kNone, state_));
-  if (decision.update_best) DF_RETURN_NOT_OK(UpdateBestLink(options_.save_path, epoch));
-  if (decision.remove_others) DF_RETURN_NOT_OK(RemoveOtherEpochs(options_.save_path, epoch));
-  spdlog::info("saved checkpoint {}/{}", options_.save_path, epoch);
-  return Status::OK();
+  // Every rank holds the same weights and state; rank 0 writes them, and the
+  // others wait so that no rank runs ahead of an unfinished checkpoint.
+  if (parallel_->is_main()) {
+    DF_RETURN_NOT_OK(SaveCheckpoint(options_.save_path, *model_, config_json_, *optimizer_,
+                                    schedule_.type != ScheduleType::kNone, state_));
+    if (decision.update_best) DF_RETURN_NOT_OK(UpdateBestLink(options_.save_path, epoch));
+    if (decision.remove_others) DF_RETURN_NOT_OK(RemoveOtherEpochs(options_.save_path, epoch));
+    spdlog::info("saved checkpoint {}/{}", options_.save_path, epoch);
+  }
+  return parallel_->Barrier("checkpoint save");
 }
 
 Status Trainer::SavePartialCheckpoint(int64_t epoch) {
   state_.epoch = epoch;
   state_.epoch_complete = false;
   state_.batches_done = batches_done_;
+  if (!parallel_->is_main()) return parallel_->Barrier("partial checkpoint save");
   DF_RETURN_NOT_OK(SaveCheckpoint(options_.save_path, *model_, config_json_, *optimizer_,
                                   schedule_.type != ScheduleType::kNone, state_));
+  DF_RETURN_NOT_OK(parallel_->Barrier("partial checkpoint save"));
   spdlog::info("saved partial checkpoint {}/{} after {} batches of epoch {}; the next run with the same "
                "--save-path trains the rest of the epoch",
                options_.save_path, epoch, batches_done_, epoch);
@@ -681,11 +799,28 @@ Status Trainer::SavePartialCheckpoint(int64_t epoch) {
 }
 
 Status Trainer::Run() {
+  Status status = RunJob();
+  if (parallel_ && parallel_->distributed()) {
+    // A rank that stops early records why, so the others name it; after a
+    // run that ended the same way on every rank, a last barrier keeps rank
+    // 0's store alive until every rank is done with it.
+    if (!status.ok() && status.code() != StatusCode::kCancelled) {
+      parallel_->Abandon(status);
+    } else {
+      Status finished = parallel_->Barrier("end of training");
+      if (!finished.ok() && status.ok()) status = finished;
+    }
+  }
+  return status;
+}
+
+Status Trainer::RunJob() {
   DF_RETURN_NOT_OK(Setup());
   DF_RETURN_NOT_OK(PrepareOutputDirectories());
   DF_RETURN_NOT_OK(BuildModel());
   DF_RETURN_NOT_OK(OpenData());
   DF_RETURN_NOT_OK(Resume());
+  DF_RETURN_NOT_OK(SynchronizeRanks());
   const int64_t first_epoch = state_.epoch_complete ? state_.epoch + 1 : state_.epoch;
   if (first_epoch >= options_.epochs) {
     spdlog::info("training is already complete: {} holds epoch {}, the last of --epochs {}; pass a larger "
@@ -715,7 +850,10 @@ Status Trainer::Run() {
     DF_ASSIGN_OR_RAISE(std::optional<double> val_loss, ValidateEpoch(epoch));
     DF_RETURN_NOT_OK(LogGeneration(epoch));
     DF_RETURN_NOT_OK(Checkpoint(epoch, val_loss, resumed_partial));
-    if (g_stop_signal != 0) {
+    // All ranks must agree, or one would start the next epoch alone.
+    DF_ASSIGN_OR_RAISE(std::vector<double> stop_flags,
+                       SumOverRanks(*parallel_, {g_stop_signal != 0 ? 1.0 : 0.0}, "stop flag all-reduce"));
+    if (stop_flags[0] > 0) {
       return Status::Cancelled("training was interrupted by {} after epoch {} (global step {}); its checkpoint "
                                "decision was applied, and the next run resumes with epoch {}",
                                SignalName(g_stop_signal), epoch, state_.global_step, epoch + 1);
@@ -769,12 +907,19 @@ Status ValidateTrainOptions(const TrainOptions& o) {
   if (o.max_steps && *o.max_steps < 1) return Status::Invalid("--max-steps must be at least 1, got {}", *o.max_steps);
   if (o.num_workers < 0) return Status::Invalid("--num-workers must be at least 0, got {}", o.num_workers);
   if (o.prefetch_factor < 1) return Status::Invalid("--prefetch-factor must be at least 1, got {}", o.prefetch_factor);
+  if (o.gradient_accumulation_steps < 1) {
+    return Status::Invalid("--gradient-accumulation-steps must be at least 1, got {}", o.gradient_accumulation_steps);
+  }
+  if (!positive_finite(o.distributed_timeout_seconds)) {
+    return Status::Invalid("--dist-timeout must be a finite number of seconds > 0, got {}",
+                           o.distributed_timeout_seconds);
+  }
   DF_RETURN_NOT_OK(ParseMissingFilePolicy(o.on_missing).status());
   DF_RETURN_NOT_OK(ParseGeneratedFilePolicy(o.on_generate).status());
   if (!o.vllm_endpoints.empty() && o.on_missing != "generate") {
     spdlog::warn("--vllm-endpoint is unused: --on-missing {} never generates hidden states", o.on_missing);
   }
-  if (!(o.request_timeout_seconds > 0) || !std::isfinite(o.request_timeout_seconds)) {
+  if (!positive_finite(o.request_timeout_seconds)) {
     return Status::Invalid("--request-timeout must be a finite number of seconds > 0, got {}",
                            o.request_timeout_seconds);
   }

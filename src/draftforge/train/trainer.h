@@ -65,6 +65,11 @@ struct TrainOptions {
   double request_timeout_seconds = 120;
   bool tensorboard = true;  // event files in log_dir beside metrics.jsonl
   std::string device = "auto";  // "auto" (CUDA when available), "cpu", "cuda", "cuda:N"
+  // Rows each rank packs per optimizer step; the gradient is the mean over
+  // all world_size * gradient_accumulation_steps rows of the step.
+  int64_t gradient_accumulation_steps = 1;
+  // Bound on the rendezvous and on each collective of a distributed run.
+  double distributed_timeout_seconds = 600;
 };
 
 // Checks every numeric option and its range before any work starts; the
@@ -73,7 +78,10 @@ Status ValidateTrainOptions(const TrainOptions& options);
 
 // Runs the whole training job; errors name the file or option at fault. On
 // SIGINT or SIGTERM it saves the current epoch as a partial checkpoint and
-// returns a Cancelled status.
+// returns a Cancelled status. With WORLD_SIZE > 1 in the environment it runs
+// as one rank of a data-parallel job (see distributed.h): all ranks stop at
+// the same step when any of them gets a signal, and only rank 0 writes
+// checkpoints and metrics.
 Status RunTraining(const TrainOptions& options);
 
 }  // namespace draftforge::train
