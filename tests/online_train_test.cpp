@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -217,6 +218,34 @@ TEST_F(OnlineTrain, OnlineThroughServeLeavesNoFiles) {
   EXPECT_TRUE(server_files.empty()) << "the server's files are moved to the trainer and removed; left: "
                                     << (server_files.empty() ? "" : server_files.front());
   EXPECT_TRUE(Weights("online") == Weights("offline"));
+}
+
+// Sum of "epoch E generated N hidden-states samples" over every rank's log line.
+int64_t GeneratedInLog(const std::string& output, int epoch) {
+  const std::regex line("epoch " + std::to_string(epoch) + " generated ([0-9]+) hidden-states samples");
+  int64_t total = 0;
+  for (auto it = std::sregex_iterator(output.begin(), output.end(), line); it != std::sregex_iterator(); ++it) {
+    total += std::stoll((*it)[1].str());
+  }
+  return total;
+}
+
+// Two ranks share one server: the distributed sampler gives each row to one
+// rank, so every row is requested once and cached once.
+TEST_F(OnlineTrain, TwoRanksShareServerWithoutDuplicates) {
+  testing::ServeProcess server(work_.path(), model_,
+                               {"--layer-ids", "1", "2", "3", "5", "--hidden-states-path",
+                                (work_.path() / "server_files").string()});
+  ASSERT_TRUE(server.ok()) << server.Log();
+  const fs::path hs = work_.path() / "hybrid_hs";
+  auto run = Train("ranks", {"--hidden-states-path", hs.string(), "--vllm-endpoint", server.url(), "--on-generate",
+                             "cache", "--nproc-per-node", "2", "--num-workers", "1"});
+  ASSERT_EQ(run.exit_code, 0) << run.output << server.Log();
+  EXPECT_TRUE(Contains(run.output, "[rank 1]")) << run.output;
+  EXPECT_EQ(GeneratedInLog(run.output, 0), kRows) << run.output;
+  EXPECT_EQ(GeneratedInLog(run.output, 1), 0) << run.output;
+  EXPECT_EQ(CountHiddenStatesFiles(hs), kRows);
+  EXPECT_TRUE(StrayFiles(hs).empty());
 }
 
 TEST_F(OnlineTrain, ServerWithOtherModelNameFailsWithHint) {
