@@ -33,37 +33,9 @@ namespace fs = std::filesystem;
 using testing::TempDir;
 using Clock = std::chrono::steady_clock;
 
-std::vector<std::string> ReadLines(const fs::path& path) {
-  std::ifstream stream(path);
-  std::vector<std::string> lines;
-  for (std::string line; std::getline(stream, line);) lines.push_back(line);
-  return lines;
-}
-
-std::string ReadText(const fs::path& path) {
-  std::ifstream stream(path);
-  return std::string((std::istreambuf_iterator<char>(stream)), std::istreambuf_iterator<char>());
-}
-
-// Writes DATA (one row per golden hidden-states file, loss mask all ones but
-// the first token) and DATA/hidden_states.
-void WriteGoldenDataset(const fs::path& golden_dir, const fs::path& stories_jsonl, const fs::path& data_dir) {
-  nlohmann::json index = nlohmann::json::parse(ReadText(golden_dir / "index.json"));
-  std::vector<std::string> lines = ReadLines(stories_jsonl);
-  std::vector<data::TokenRow> rows;
-  fs::create_directories(data_dir / "hidden_states");
-  for (const auto& entry : index["entries"]) {
-    nlohmann::json line = nlohmann::json::parse(lines.at(entry["train_line"].get<size_t>()));
-    data::TokenRow row;
-    row.input_ids = line["input_ids"].get<std::vector<int64_t>>();
-    row.loss_mask.assign(row.input_ids.size(), 1);
-    row.loss_mask[0] = 0;
-    rows.push_back(row);
-    fs::copy_file(golden_dir / entry["hs_file"].get<std::string>(),
-                  data_dir / "hidden_states" / ("hs_" + std::to_string(entry["i"].get<int64_t>()) + ".safetensors"));
-  }
-  ASSERT_TRUE(data::WriteTokenDataset(data_dir.string(), data::TokenDataset::FromRows(rows)).ok());
-}
+using testing::ReadFileLines;
+using testing::ReadFileText;
+using testing::WriteGoldenDataset;
 
 // Short rows (64 tokens hold one golden sample each) give several steps per
 // epoch, so 20 steps cross epoch boundaries and validation.
@@ -91,28 +63,6 @@ int64_t FreePort() {
   return ntohs(address.sin_port);
 }
 
-// Starts the draftforge binary with `args` and the extra environment `env`,
-// writing stdout and stderr to `log`.
-pid_t Spawn(const std::vector<std::string>& args, const std::map<std::string, std::string>& env,
-            const fs::path& log) {
-  std::string binary = testing::DraftforgeBinary();
-  std::vector<std::string> strings{binary};
-  strings.insert(strings.end(), args.begin(), args.end());
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    for (const auto& [name, value] : env) ::setenv(name.c_str(), value.c_str(), 1);
-    int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    ::dup2(fd, 1);
-    ::dup2(fd, 2);
-    std::vector<char*> argv;
-    for (std::string& text : strings) argv.push_back(text.data());
-    argv.push_back(nullptr);
-    ::execv(binary.c_str(), argv.data());
-    ::_exit(127);
-  }
-  return pid;
-}
-
 // Waits for `pid`; returns its wait status, or nullopt after `seconds` (the
 // process is then killed).
 std::optional<int> WaitFor(pid_t pid, double seconds) {
@@ -131,9 +81,9 @@ std::optional<int> WaitFor(pid_t pid, double seconds) {
 // out) and the output.
 testing::CommandOutput RunToEnd(const std::vector<std::string>& args, const fs::path& log,
                            const std::map<std::string, std::string>& env = {}, double seconds = 240) {
-  std::optional<int> status = WaitFor(Spawn(args, env, log), seconds);
+  std::optional<int> status = WaitFor(testing::SpawnDraftforge(args, env, log), seconds);
   testing::CommandOutput result;
-  result.output = ReadText(log);
+  result.output = ReadFileText(log);
   result.exit_code = status && WIFEXITED(*status) ? WEXITSTATUS(*status) : -1;
   return result;
 }
@@ -142,7 +92,7 @@ testing::CommandOutput RunToEnd(const std::vector<std::string>& args, const fs::
 bool WaitForLines(const fs::path& path, size_t lines, double seconds) {
   const auto deadline = Clock::now() + std::chrono::duration<double>(seconds);
   while (Clock::now() < deadline) {
-    if (ReadLines(path).size() >= lines) return true;
+    if (ReadFileLines(path).size() >= lines) return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   return false;
@@ -183,7 +133,7 @@ double MaxAbsDifference(const std::vector<torch::Tensor>& a, const std::vector<t
 
 std::vector<nlohmann::json> TrainRecords(const fs::path& metrics) {
   std::vector<nlohmann::json> records;
-  for (const auto& line : ReadLines(metrics)) {
+  for (const auto& line : ReadFileLines(metrics)) {
     nlohmann::json record = nlohmann::json::parse(line);
     if (record.contains("train/loss")) records.push_back(record);
   }
@@ -274,7 +224,7 @@ TEST_F(DistributedTrain, KilledRankStopsPeerWithMessage) {
       std::map<std::string, std::string> env = {{"RANK", std::to_string(rank)}, {"LOCAL_RANK", std::to_string(rank)},
                                                 {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "127.0.0.1"},
                                                 {"MASTER_PORT", port}};
-      pids.push_back(Spawn(Args(run, {"--epochs", "100000"}), env,
+      pids.push_back(testing::SpawnDraftforge(Args(run, {"--epochs", "100000"}), env,
                            dir_.path() / (run + "_rank" + std::to_string(rank) + ".log")));
     }
     fs::path metrics = dir_.path() / run / "logs" / "metrics.jsonl";
@@ -285,7 +235,7 @@ TEST_F(DistributedTrain, KilledRankStopsPeerWithMessage) {
     auto start = Clock::now();
     std::optional<int> status = WaitFor(pids[survivor], 45);
     double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-    std::string output = ReadText(dir_.path() / (run + "_rank" + std::to_string(survivor) + ".log"));
+    std::string output = ReadFileText(dir_.path() / (run + "_rank" + std::to_string(survivor) + ".log"));
     ASSERT_TRUE(started) << output;
     ASSERT_TRUE(status.has_value()) << "rank " << survivor << " still ran 45 s after the kill:\n" << output;
     EXPECT_TRUE(WIFEXITED(*status)) << output;
@@ -297,14 +247,14 @@ TEST_F(DistributedTrain, KilledRankStopsPeerWithMessage) {
 
 TEST_F(DistributedTrain, LauncherNamesKilledRank) {
   fs::path log = dir_.path() / "launcher.log";
-  pid_t launcher = Spawn(Args("launched", {"--epochs", "100000", "--nproc-per-node", "2"}), {}, log);
-  ASSERT_TRUE(WaitForLines(dir_.path() / "launched" / "logs" / "metrics.jsonl", 3, 120)) << ReadText(log);
+  pid_t launcher = testing::SpawnDraftforge(Args("launched", {"--epochs", "100000", "--nproc-per-node", "2"}), {}, log);
+  ASSERT_TRUE(WaitForLines(dir_.path() / "launched" / "logs" / "metrics.jsonl", 3, 120)) << ReadFileText(log);
   std::smatch match;
-  std::string text = ReadText(log);
+  std::string text = ReadFileText(log);
   ASSERT_TRUE(std::regex_search(text, match, std::regex("started rank 1 of 2 \\(pid ([0-9]+)\\)"))) << text;
   ::kill(static_cast<pid_t>(std::stoll(match[1].str())), SIGKILL);
   std::optional<int> status = WaitFor(launcher, 60);
-  std::string output = ReadText(log);
+  std::string output = ReadFileText(log);
   ASSERT_TRUE(status.has_value()) << "the launcher still ran 60 s after a rank was killed:\n" << output;
   EXPECT_TRUE(WIFEXITED(*status)) << output;
   EXPECT_NE(WEXITSTATUS(*status), 0) << output;

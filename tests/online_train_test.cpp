@@ -31,18 +31,13 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::RunDraftforge;
+using testing::ReadFileText;
 using testing::TempDir;
 
 constexpr int kRows = 40;  // 36 training rows, 4 validation rows
 
 bool Contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
-std::string ReadText(const fs::path& path) {
-  std::ifstream stream(path, std::ios::binary);
-  std::stringstream text;
-  text << stream.rdbuf();
-  return text.str();
-}
 
 std::vector<nlohmann::json> ReadJsonLines(const fs::path& path) {
   std::ifstream stream(path);
@@ -134,7 +129,7 @@ class OnlineTrain : public ::testing::Test {
   }
 
   std::string Weights(const std::string& name) const {
-    return ReadText(work_.path() / name / "ckpt" / "1" / "model.safetensors");
+    return ReadFileText(work_.path() / name / "ckpt" / "1" / "model.safetensors");
   }
   fs::path Logs(const std::string& name) const { return work_.path() / name / "logs"; }
 
@@ -172,7 +167,7 @@ TEST_F(OnlineTrain, OfflineOnlineAndHybridReachTheSameWeights) {
   // The cached files equal those of `draftforge generate`, byte for byte.
   for (int row : {0, kRows - 1}) {
     const std::string name = "hs_" + std::to_string(row) + ".safetensors";
-    EXPECT_EQ(ReadText(hybrid_hs / name), ReadText(work_.path() / "offline_hs" / name)) << name;
+    EXPECT_EQ(ReadFileText(hybrid_hs / name), ReadFileText(work_.path() / "offline_hs" / name)) << name;
   }
 
   // The engine is deterministic and the batches' noise seeds depend only on
@@ -296,7 +291,7 @@ TEST_F(OnlineTrain, DamagedFileIsGeneratedAgain) {
   auto cached = Train("cache", {"--on-generate", "cache", "--epochs", "1"});
   ASSERT_EQ(cached.exit_code, 0) << cached.output;
   const fs::path file = Data() / "hidden_states" / "hs_5.safetensors";
-  const std::string good = ReadText(file);
+  const std::string good = ReadFileText(file);
   fs::resize_file(file, good.size() / 2);
 
   // Without generation the damaged file is reported and its sample skipped.
@@ -310,7 +305,7 @@ TEST_F(OnlineTrain, DamagedFileIsGeneratedAgain) {
   EXPECT_TRUE(Contains(regenerate.output, "dataset row 5: " + file.string())) << regenerate.output;
   EXPECT_TRUE(Contains(regenerate.output, "generating it again (the new file replaces it)")) << regenerate.output;
   EXPECT_TRUE(Contains(regenerate.output, "replaced 1 damaged files")) << regenerate.output;
-  EXPECT_EQ(ReadText(file), good);
+  EXPECT_EQ(ReadFileText(file), good);
 
   // A well-formed file of other tokens means the dataset changed: skipped
   // with a warning, never overwritten.
@@ -319,32 +314,18 @@ TEST_F(OnlineTrain, DamagedFileIsGeneratedAgain) {
   ASSERT_EQ(mismatch.exit_code, 0) << mismatch.output;
   EXPECT_TRUE(Contains(mismatch.output, "skipping dataset row 5")) << mismatch.output;
   EXPECT_TRUE(Contains(mismatch.output, "token_ids")) << mismatch.output;
-  EXPECT_EQ(ReadText(file), ReadText(Data() / "hidden_states" / "hs_0.safetensors"));
+  EXPECT_EQ(ReadFileText(file), ReadFileText(Data() / "hidden_states" / "hs_0.safetensors"));
 }
 
 // Runs `args` in a child process and SIGKILLs it once `metrics` contains a
 // training step of epoch 1; true when the kill came before the run ended.
 bool RunAndKillInEpochOne(const std::vector<std::string>& args, const fs::path& metrics) {
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    std::FILE* devnull = std::fopen("/dev/null", "w");
-    if (devnull != nullptr) {
-      ::dup2(::fileno(devnull), STDOUT_FILENO);
-      ::dup2(::fileno(devnull), STDERR_FILENO);
-    }
-    std::vector<std::string> argv = {testing::DraftforgeBinary()};
-    argv.insert(argv.end(), args.begin(), args.end());
-    std::vector<char*> raw;
-    for (auto& arg : argv) raw.push_back(arg.data());
-    raw.push_back(nullptr);
-    ::execv(raw[0], raw.data());
-    ::_exit(127);
-  }
+  pid_t pid = testing::SpawnDraftforge(args, {}, {});
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(5);
   while (std::chrono::steady_clock::now() < deadline) {
     int status = 0;
     if (::waitpid(pid, &status, WNOHANG) == pid) return false;  // finished before the kill
-    if (Contains(ReadText(metrics), "\"epoch\":1,\"lr\"")) {
+    if (Contains(ReadFileText(metrics), "\"epoch\":1,\"lr\"")) {
       ::kill(pid, SIGKILL);
       ::waitpid(pid, &status, 0);
       return WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
@@ -373,7 +354,7 @@ TEST_F(OnlineTrain, ResumeAfterSigkillEndsWithTheSameWeights) {
   // The optimizer archives differ in libtorch's type-name counters, so
   // compare the bookkeeping instead.
   auto state = [&](const std::string& name) {
-    return nlohmann::json::parse(ReadText(work_.path() / name / "ckpt" / "1" / "training_state.json"));
+    return nlohmann::json::parse(ReadFileText(work_.path() / name / "ckpt" / "1" / "training_state.json"));
   };
   EXPECT_EQ(state("killed")["global_step"], state("full")["global_step"]);
 }
@@ -404,7 +385,7 @@ TEST(TensorBoard, WrittenScalarsReadBack) {
   EXPECT_FLOAT_EQ((*scalars)[2].value, 1.25f);
 
   // A cut-short final record (a killed writer) is ignored, a flipped byte is not.
-  std::string bytes = ReadText(path);
+  std::string bytes = ReadFileText(path);
   {
     std::ofstream cut(path + ".cut", std::ios::binary);
     cut << bytes.substr(0, bytes.size() - 3);
@@ -435,7 +416,7 @@ TEST(TensorBoard, RecordsDecodeWithProtocRaw) {
     path = (*writer)->path();
     ASSERT_TRUE((*writer)->AddScalars(42, {{"val/full_acc_0_epoch", 0.5}}).ok());
   }
-  const std::string bytes = ReadText(path);
+  const std::string bytes = ReadFileText(path);
   // Skip the first record (8-byte length, 4-byte CRC, payload, 4-byte CRC).
   uint64_t first = 0;
   for (int i = 7; i >= 0; --i) first = (first << 8) | static_cast<uint8_t>(bytes[i]);
@@ -449,8 +430,8 @@ TEST(TensorBoard, RecordsDecodeWithProtocRaw) {
   const fs::path decoded = dir.path() / "decoded.txt";
   const std::string command = "protoc --decode_raw < '" + (dir.path() / "payload.bin").string() + "' > '" +
                               decoded.string() + "' 2>&1";
-  ASSERT_EQ(std::system(command.c_str()), 0) << ReadText(decoded);
-  const std::string text = ReadText(decoded);
+  ASSERT_EQ(std::system(command.c_str()), 0) << ReadFileText(decoded);
+  const std::string text = ReadFileText(decoded);
   EXPECT_TRUE(Contains(text, "2: 42")) << text;
   EXPECT_TRUE(Contains(text, "5 {")) << text;
   EXPECT_TRUE(Contains(text, "1: \"val/full_acc_0_epoch\"")) << text;

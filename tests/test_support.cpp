@@ -3,10 +3,17 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+#include <nlohmann/json.hpp>
+
 #include <array>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <iterator>
 #include <random>
+
+#include "draftforge/data/token_dataset.h"
 
 namespace draftforge::testing {
 
@@ -70,6 +77,61 @@ CommandOutput RunDraftforge(const std::vector<std::string>& args) {
   int status = ::pclose(pipe);
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return result;
+}
+
+pid_t SpawnDraftforge(const std::vector<std::string>& args, const std::map<std::string, std::string>& env,
+                      const std::filesystem::path& log) {
+  std::string binary = DraftforgeBinary();
+  std::vector<std::string> strings{binary};
+  strings.insert(strings.end(), args.begin(), args.end());
+  const std::string log_path = log.empty() ? std::string("/dev/null") : log.string();
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    for (const auto& [name, value] : env) ::setenv(name.c_str(), value.c_str(), 1);
+    int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd >= 0) {
+      ::dup2(fd, STDOUT_FILENO);
+      ::dup2(fd, STDERR_FILENO);
+    }
+    std::vector<char*> argv;
+    for (std::string& text : strings) argv.push_back(text.data());
+    argv.push_back(nullptr);
+    ::execv(binary.c_str(), argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+std::string ReadFileText(const std::filesystem::path& path) {
+  std::ifstream stream(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(stream)), std::istreambuf_iterator<char>());
+}
+
+std::vector<std::string> ReadFileLines(const std::filesystem::path& path) {
+  std::ifstream stream(path);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(stream, line);) lines.push_back(line);
+  return lines;
+}
+
+void WriteGoldenDataset(const std::filesystem::path& golden_dir, const std::filesystem::path& stories_jsonl,
+                        const std::filesystem::path& data_dir) {
+  nlohmann::json index = nlohmann::json::parse(ReadFileText(golden_dir / "index.json"));
+  std::vector<std::string> lines = ReadFileLines(stories_jsonl);
+  std::vector<data::TokenRow> rows;
+  std::filesystem::create_directories(data_dir / "hidden_states");
+  for (const auto& entry : index["entries"]) {
+    nlohmann::json line = nlohmann::json::parse(lines.at(entry["train_line"].get<size_t>()));
+    data::TokenRow row;
+    row.input_ids = line["input_ids"].get<std::vector<int64_t>>();
+    row.loss_mask.assign(row.input_ids.size(), 1);
+    row.loss_mask[0] = 0;
+    rows.push_back(row);
+    std::filesystem::copy_file(
+        golden_dir / entry["hs_file"].get<std::string>(),
+        data_dir / "hidden_states" / ("hs_" + std::to_string(entry["i"].get<int64_t>()) + ".safetensors"));
+  }
+  ASSERT_TRUE(data::WriteTokenDataset(data_dir.string(), data::TokenDataset::FromRows(rows)).ok());
 }
 
 }  // namespace draftforge::testing

@@ -4,7 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/types.h>
+
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -41,6 +44,23 @@ CommandOutput RunDraftforge(const std::vector<std::string>& args);
 
 // Absolute path of the draftforge executable under test.
 std::string DraftforgeBinary();
+
+// Starts the draftforge executable with `args` in a child process, with
+// `env` added to its environment and stdout and stderr written to `log`
+// (discarded when `log` is empty). Returns the child's pid.
+pid_t SpawnDraftforge(const std::vector<std::string>& args, const std::map<std::string, std::string>& env,
+                      const std::filesystem::path& log);
+
+// Contents of a file, "" when it cannot be read.
+std::string ReadFileText(const std::filesystem::path& path);
+// Lines of a text file without their newlines.
+std::vector<std::string> ReadFileLines(const std::filesystem::path& path);
+
+// Writes a prepared dataset to DATA_DIR with one row per golden hidden-states
+// file of GOLDEN_DIR (the stories in STORIES_JSONL, loss mask all ones but
+// the first token), and copies the golden files to DATA_DIR/hidden_states.
+void WriteGoldenDataset(const std::filesystem::path& golden_dir, const std::filesystem::path& stories_jsonl,
+                        const std::filesystem::path& data_dir);
 
 }  // namespace draftforge::testing
 

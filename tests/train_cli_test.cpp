@@ -27,13 +27,8 @@ namespace {
 namespace fs = std::filesystem;
 using testing::RunDraftforge;
 using testing::TempDir;
+using testing::WriteGoldenDataset;
 
-std::vector<std::string> ReadLines(const fs::path& path) {
-  std::ifstream stream(path);
-  std::vector<std::string> lines;
-  for (std::string line; std::getline(stream, line);) lines.push_back(line);
-  return lines;
-}
 
 nlohmann::json ReadJson(const fs::path& path) {
   std::ifstream stream(path);
@@ -42,27 +37,6 @@ nlohmann::json ReadJson(const fs::path& path) {
 
 bool Contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
-// Writes DIR/data (one row per golden file, loss mask all ones except the
-// first token) and DIR/data/hidden_states/hs_{i}.safetensors copied from the
-// golden files.
-void WriteGoldenDataset(const fs::path& golden_dir, const fs::path& stories_jsonl, const fs::path& data_dir) {
-  nlohmann::json index = ReadJson(golden_dir / "index.json");
-  std::vector<std::string> lines = ReadLines(stories_jsonl);
-  std::vector<data::TokenRow> rows;
-  fs::create_directories(data_dir / "hidden_states");
-  for (const auto& entry : index["entries"]) {
-    int64_t i = entry["i"].get<int64_t>();
-    nlohmann::json line = nlohmann::json::parse(lines.at(entry["train_line"].get<size_t>()));
-    data::TokenRow row;
-    row.input_ids = line["input_ids"].get<std::vector<int64_t>>();
-    row.loss_mask.assign(row.input_ids.size(), 1);
-    row.loss_mask[0] = 0;
-    rows.push_back(row);
-    fs::copy_file(golden_dir / entry["hs_file"].get<std::string>(),
-                  data_dir / "hidden_states" / ("hs_" + std::to_string(i) + ".safetensors"));
-  }
-  ASSERT_TRUE(data::WriteTokenDataset(data_dir.string(), data::TokenDataset::FromRows(rows)).ok());
-}
 
 std::vector<std::string> TrainArgs(const fs::path& model, const TempDir& dir, int64_t epochs) {
   return {"train", "--verifier", model.string(), "--data-path", (dir.path() / "data").string(),
@@ -87,7 +61,7 @@ TEST(TrainCli, CheckpointLayoutWithVocabMapping) {
   WriteGoldenDataset(golden, jsonl, dir.path() / "data");
   // Draft vocabulary: the 256 most frequent ids of the eight rows.
   std::map<int64_t, int64_t> counts;
-  for (const auto& line : ReadLines(jsonl)) {
+  for (const auto& line : testing::ReadFileLines(jsonl)) {
     for (int64_t id : nlohmann::json::parse(line)["input_ids"]) counts[id] += 1;
     if (counts.size() > 400) break;
   }
@@ -190,7 +164,7 @@ TEST(TrainCli, CheckpointLayoutWithVocabMapping) {
   EXPECT_EQ(saved_d2t->index({255}).item<int64_t>(), mapping->d2t[255]);
 
   // metrics.jsonl: one line per optimizer step plus one validation line per epoch.
-  std::vector<std::string> lines = ReadLines(dir.path() / "logs" / "metrics.jsonl");
+  std::vector<std::string> lines = testing::ReadFileLines(dir.path() / "logs" / "metrics.jsonl");
   int train_lines = 0;
   int val_lines = 0;
   for (const auto& line : lines) {
@@ -580,7 +554,7 @@ TEST(TrainCli, ThroughputOnStories) {
   fs::path root(bench_dir);
   fs::path data_dir = root / "data";
   if (!fs::exists(data_dir / "state.json")) {
-    std::vector<std::string> lines = ReadLines(jsonl);
+    std::vector<std::string> lines = testing::ReadFileLines(jsonl);
     std::vector<data::TokenRow> rows;
     for (size_t i = 0; i < 600; ++i) {
       data::TokenRow row;
