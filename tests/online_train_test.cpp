@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "draftforge/hidden_states/hs_file.h"
+#include "draftforge/train/online_hidden_states.h"
 #include "draftforge/train/tensorboard.h"
 #include "serve_process.h"
 #include "test_support.h"
@@ -357,6 +358,21 @@ TEST_F(OnlineTrain, ResumeAfterSigkillEndsWithTheSameWeights) {
     return nlohmann::json::parse(ReadFileText(work_.path() / name / "ckpt" / "1" / "training_state.json"));
   };
   EXPECT_EQ(state("killed")["global_step"], state("full")["global_step"]);
+}
+
+TEST(OnlineGeneration, RejectsVerifierLargerThanMemory) {
+  TempDir dir;
+  // A sparse file: its size counts, but it takes no disk space.
+  const fs::path weights = dir.path() / "model.safetensors";
+  { std::ofstream create(weights); }
+  fs::resize_file(weights, uintmax_t{1} << 42);  // 4 TiB
+  Status status = train::CheckEngineFitsInMemory(dir.str(), torch::kBFloat16);
+  ASSERT_FALSE(status.ok());
+  EXPECT_TRUE(Contains(status.message(), "8192.0 GiB")) << status.message();  // doubled for float32
+  EXPECT_TRUE(Contains(status.message(), "--vllm-endpoint")) << status.message();
+
+  fs::resize_file(weights, 1 << 20);
+  EXPECT_TRUE(train::CheckEngineFitsInMemory(dir.str(), torch::kBFloat16).ok());
 }
 
 TEST(TensorBoard, Crc32cOfTheCheckString) {

@@ -5,6 +5,9 @@
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
+#include <fstream>
+#include <limits>
+#include <optional>
 
 #include "draftforge/engine/llama_model.h"
 #include "draftforge/hidden_states/generate.h"
@@ -92,7 +95,36 @@ class ServerGenerator : public HiddenStatesGenerator {
   std::atomic<int64_t> next_temp_{0};
 };
 
+// Bytes of memory the system can still hand out (MemAvailable of
+// /proc/meminfo); nullopt where that file does not exist.
+std::optional<int64_t> AvailableMemoryBytes() {
+  std::ifstream meminfo("/proc/meminfo");
+  for (std::string key; meminfo >> key;) {
+    int64_t kib = 0;
+    if (key == "MemAvailable:" && meminfo >> kib) return kib * 1024;
+    meminfo.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+  }
+  return std::nullopt;
+}
+
 }  // namespace
+
+Status CheckEngineFitsInMemory(const std::string& model_dir, torch::Dtype checkpoint_dtype) {
+  std::error_code error;
+  int64_t file_bytes = 0;
+  for (const auto& entry : fs::directory_iterator(model_dir, error)) {
+    if (entry.path().extension() == ".safetensors") file_bytes += static_cast<int64_t>(entry.file_size(error));
+  }
+  const int64_t needed = checkpoint_dtype == torch::kFloat32 ? file_bytes : 2 * file_bytes;
+  const std::optional<int64_t> available = AvailableMemoryBytes();
+  if (!available || needed <= *available * 9 / 10) return Status::OK();
+  return Status::Invalid("generating missing hidden states with the embedded engine needs about {:.1f} GiB to hold "
+                         "{} in float32, but only {:.1f} GiB of memory are available; generate them on GPU servers "
+                         "(--vllm-endpoint, see `draftforge launch-vllm`), or up front with `draftforge generate "
+                         "--endpoint`, or pass --on-missing skip",
+                         needed / 1073741824.0, model_dir, *available / 1073741824.0);
+}
+
 
 Result<GeneratedFilePolicy> ParseGeneratedFilePolicy(const std::string& name) {
   if (name == "cache") return GeneratedFilePolicy::kCache;
@@ -109,6 +141,7 @@ void GenerationCounts::Reset() {
 }
 
 Result<std::unique_ptr<HiddenStatesGenerator>> MakeEngineGenerator(const EngineGeneratorOptions& options) {
+  DF_RETURN_NOT_OK(CheckEngineFitsInMemory(options.model_dir, options.stored_dtype));
   spdlog::info("loading {} into the embedded engine to generate missing hidden states", options.model_dir);
   DF_ASSIGN_OR_RAISE(std::unique_ptr<engine::LlamaModel> model, engine::LlamaModel::Load(options.model_dir));
   DF_ASSIGN_OR_RAISE(std::vector<int64_t> layer_ids, model->CheckLayerIds(options.layer_ids));

@@ -66,7 +66,14 @@ struct EngineGeneratorOptions {
   std::string hidden_states_dir;             // checked against draftforge_generate.json when caching
 };
 
-// The embedded engine. Loading happens here; the forward passes run one at a
+// Rejects a verifier too large for this machine before loading it: the
+// engine holds every weight in float32, so 16-bit checkpoints double in size,
+// and a run that loads more than 90 % of the available memory would end in
+// the kernel's OOM kill. OK when /proc/meminfo is missing.
+Status CheckEngineFitsInMemory(const std::string& model_dir, torch::Dtype checkpoint_dtype);
+
+// The embedded engine. Loading happens here, after a check that the weights
+// fit in the available memory as float32. The forward passes run one at a
 // time, because each one already uses every intra-op thread.
 Result<std::unique_ptr<HiddenStatesGenerator>> MakeEngineGenerator(const EngineGeneratorOptions& options);
 
