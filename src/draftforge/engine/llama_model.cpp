@@ -227,10 +227,17 @@ std::array<torch::Tensor, 3> LlamaModel::ProjectQkv(const DecoderLayerWeights& l
   return {q, k, v};
 }
 
+torch::Tensor LlamaModel::CausalMask(int64_t tokens, int64_t offset) const {
+  const int64_t group = config_.num_attention_heads / config_.num_key_value_heads;
+  return torch::full({tokens, offset + tokens}, -std::numeric_limits<float>::infinity(), torch::kFloat32)
+      .triu(offset + 1)
+      .repeat({group, 1});  // [g T, offset + T]: -inf where key position > offset + query row
+}
+
 torch::Tensor LlamaModel::Attend(const DecoderLayerWeights& layer, const torch::Tensor& q,
-                                 const torch::Tensor& k, const torch::Tensor& v, int64_t offset) const {
+                                 const torch::Tensor& k, const torch::Tensor& v, int64_t offset,
+                                 torch::Tensor causal_mask) const {
   const int64_t tokens = q.size(1);
-  const int64_t keys = k.size(1);  // offset + T
   const int64_t head_dim = config_.head_dim;
   const int64_t num_heads = config_.num_attention_heads;
   const int64_t num_kv_heads = config_.num_key_value_heads;
@@ -246,10 +253,7 @@ torch::Tensor LlamaModel::Attend(const DecoderLayerWeights& layer, const torch::
     // 0) keeps the masked path, so its results stay bit for bit as before.
     scores = torch::bmm(grouped_q, k.transpose(1, 2)).mul_(scale);  // [nKV, g, keys]
   } else {
-    torch::Tensor causal_mask =
-        torch::full({tokens, keys}, -std::numeric_limits<float>::infinity(), torch::kFloat32)
-            .triu(offset + 1)
-            .repeat({group, 1});  // [g T, keys]: query t sees keys 0 .. offset + t
+    if (!causal_mask.defined()) causal_mask = CausalMask(tokens, offset);  // [g T, keys]
     scores = torch::baddbmm(causal_mask, grouped_q, k.transpose(1, 2),
                             /*beta=*/1.0, /*alpha=*/scale);  // [nKV, g T, keys]
   }
@@ -389,6 +393,10 @@ Result<ForwardResult> LlamaModel::ForwardIncremental(std::span<const int64_t> to
       }
     };
 
+    // Every layer shares the mask; a single new token needs none.
+    torch::Tensor causal_mask;
+    if (tokens > 1 || offset == 0) causal_mask = CausalMask(tokens, offset);
+
     capture_if_requested(0);
     for (int64_t i = 0; i < num_layers(); ++i) {
       const DecoderLayerWeights& layer = layers_[i];
@@ -397,7 +405,7 @@ Result<ForwardResult> LlamaModel::ForwardIncremental(std::span<const int64_t> to
       cache.values_[i].narrow(1, offset, tokens).copy_(v);
       torch::Tensor all_keys = cache.keys_[i].narrow(1, 0, offset + tokens);      // [nKV, offset + T, d]
       torch::Tensor all_values = cache.values_[i].narrow(1, 0, offset + tokens);  // [nKV, offset + T, d]
-      residual = residual + Attend(layer, q, all_keys, all_values, offset);
+      residual = residual + Attend(layer, q, all_keys, all_values, offset, causal_mask);
       residual = residual + Mlp(layer, RmsNorm(residual, layer.post_attention_norm));
       capture_if_requested(i + 1);
     }

@@ -120,9 +120,11 @@ class LlamaModel {
                                           const RotaryTables& tables) const;
   // Causal grouped-query attention of q [nH, T, d] over keys and values
   // [nKV, offset + T, d], query t sitting at key position offset + t; applies
-  // o_proj and returns [T, H].
+  // o_proj and returns [T, H]. `causal_mask` [g T, offset + T] is built here
+  // when undefined.
   torch::Tensor Attend(const DecoderLayerWeights& layer, const torch::Tensor& q, const torch::Tensor& k,
-                       const torch::Tensor& v, int64_t offset) const;
+                       const torch::Tensor& v, int64_t offset, torch::Tensor causal_mask = {}) const;
+  torch::Tensor CausalMask(int64_t tokens, int64_t offset) const;
   Status CheckTokenIds(std::span<const int64_t> token_ids) const;
   torch::Tensor Mlp(const DecoderLayerWeights& layer, const torch::Tensor& normed) const;
 

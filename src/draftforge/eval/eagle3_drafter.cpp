@@ -200,23 +200,55 @@ Result<std::unique_ptr<Eagle3Drafter>> Eagle3Drafter::Load(const std::string& ch
     DF_ASSIGN_OR_RAISE(model.embed_tokens, ReadWeight(file, "embed_tokens.weight", model.embed_tokens.sizes()));
   }
 
+  const double scale = 1.0 / std::sqrt(static_cast<double>(config.head_dim));
   for (const auto& layer : model.layers) {
-    drafter->fused_qkv_.push_back(torch::cat({layer->self_attn->q_proj->weight, layer->self_attn->k_proj->weight,
-                                              layer->self_attn->v_proj->weight})
-                                      .detach());
+    const auto& attention = layer->self_attn;
+    // Scaling q before RoPE equals scaling the scores, because RoPE is linear.
+    torch::Tensor qkv = torch::cat({attention->q_proj->weight * scale, attention->k_proj->weight,
+                                    attention->v_proj->weight});
+    drafter->qkv_t_.push_back(qkv.t().contiguous());
+    drafter->o_t_.push_back(attention->o_proj->weight.t().contiguous());
+    drafter->gate_up_t_.push_back(
+        torch::cat({layer->mlp->gate_proj->weight, layer->mlp->up_proj->weight}).t().contiguous());
+    drafter->down_t_.push_back(layer->mlp->down_proj->weight.t().contiguous());
     std::vector<int64_t> shape = {config.num_key_value_heads, cache_capacity, config.head_dim};
     drafter->keys_.push_back(torch::empty(shape, torch::kFloat32));
     drafter->values_.push_back(torch::empty(shape, torch::kFloat32));
   }
+  drafter->lm_head_t_ = model.lm_head->weight.t().contiguous();
+  if (model.d2t.defined()) {
+    torch::Tensor d2t = model.d2t.to(torch::kCPU).contiguous();
+    drafter->d2t_.assign(d2t.data_ptr<int64_t>(), d2t.data_ptr<int64_t>() + d2t.numel());
+  }
   drafter->capacity_ = cache_capacity;
-  drafter->rotary_ = model.Rotary(torch::arange(cache_capacity, torch::kInt64));
+  train::RotaryTables rotary = model.Rotary(torch::arange(cache_capacity, torch::kInt64));  // [capacity, d] each
+  const int64_t half = config.head_dim / 2;
+  drafter->cos_ = rotary.cos;
+  drafter->signed_sin_ = torch::cat({-rotary.sin.narrow(1, 0, half), rotary.sin.narrow(1, half, half)}, 1);
   spdlog::info("loaded draft {}: {} layer(s), draft vocabulary {}, aux layer ids [{}]", checkpoint_dir,
                config.num_layers, config.draft_vocab_size, fmt::join(drafter->config_.aux_layer_ids, ", "));
   return drafter;
 }
 
-torch::Tensor Eagle3Drafter::Attention(size_t layer_index, const torch::Tensor& input,
-                                       const train::RotaryTables& rotary) {
+namespace {
+
+// RMSNorm in float32: w * x / sqrt(mean(x^2) + eps), as train::RmsNorm
+// computes it for float32 input.
+torch::Tensor Norm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
+  return x * torch::rsqrt(x.pow(2).mean(-1, /*keepdim=*/true) + eps) * weight;
+}
+
+// RoPE with the half-split convention: x cos + rotate_half(x) sin, where
+// rotate_half(x) sin = roll(x, d/2) [-sin || sin]. x [n, heads, d], tables [n, d].
+torch::Tensor Rotate(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& signed_sin) {
+  const int64_t half = x.size(-1) / 2;
+  return x * cos.unsqueeze(1) + x.roll(half, -1) * signed_sin.unsqueeze(1);
+}
+
+}  // namespace
+
+torch::Tensor Eagle3Drafter::Attention(size_t layer_index, const torch::Tensor& input, const torch::Tensor& cos,
+                                       const torch::Tensor& signed_sin) {
   const train::DraftConfig& config = config_.draft;
   const int64_t length = input.size(0);
   const int64_t offset = cache_length_;
@@ -224,28 +256,36 @@ torch::Tensor Eagle3Drafter::Attention(size_t layer_index, const torch::Tensor& 
   const int64_t kv_heads = config.num_key_value_heads;
   const int64_t head_dim = config.head_dim;
   const int64_t group = heads / kv_heads;
-  auto& attention = model_->layers[layer_index]->self_attn;
 
-  torch::Tensor qkv = torch::matmul(input, fused_qkv_[layer_index].t());  // [n, (nH + 2 nKV) d]
-  torch::Tensor q = qkv.narrow(1, 0, heads * head_dim).view({length, heads, head_dim});
-  torch::Tensor k = qkv.narrow(1, heads * head_dim, kv_heads * head_dim).reshape({length, kv_heads, head_dim});
+  torch::Tensor qkv = torch::matmul(input, qkv_t_[layer_index]);  // [n, (nH + 2 nKV) d]
   torch::Tensor v = qkv.narrow(1, (heads + kv_heads) * head_dim, kv_heads * head_dim)
-                        .reshape({length, kv_heads, head_dim});
+                        .view({length, kv_heads, head_dim});
+  torch::Tensor q;
+  torch::Tensor k;
   if (config.arch == "qwen3") {
-    q = train::RmsNorm(q, attention->q_norm->weight, config.rms_norm_eps);
-    k = train::RmsNorm(k, attention->k_norm->weight, config.rms_norm_eps);
+    auto& attention = model_->layers[layer_index]->self_attn;
+    // The q scale folded into the weights passes through q_norm unchanged
+    // only if applied after it, so undo it before and reapply it after.
+    const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+    q = qkv.narrow(1, 0, heads * head_dim).view({length, heads, head_dim}) / scale;
+    k = qkv.narrow(1, heads * head_dim, kv_heads * head_dim).view({length, kv_heads, head_dim});
+    q = Rotate(Norm(q, attention->q_norm->weight, config.rms_norm_eps) * scale, cos, signed_sin);
+    k = Rotate(Norm(k, attention->k_norm->weight, config.rms_norm_eps), cos, signed_sin);
+  } else {
+    // q and k rotate together: [n, nH + nKV, d].
+    torch::Tensor qk = Rotate(qkv.narrow(1, 0, (heads + kv_heads) * head_dim).view({length, heads + kv_heads, head_dim}),
+                              cos, signed_sin);
+    q = qk.narrow(1, 0, heads);
+    k = qk.narrow(1, heads, kv_heads);
   }
-  q = train::ApplyRotary(q, rotary).transpose(0, 1);  // [nH, n, d]
-  k = train::ApplyRotary(k, rotary).transpose(0, 1);  // [nKV, n, d]
-  keys_[layer_index].narrow(1, offset, length).copy_(k);
+  keys_[layer_index].narrow(1, offset, length).copy_(k.transpose(0, 1));
   values_[layer_index].narrow(1, offset, length).copy_(v.transpose(0, 1));
   torch::Tensor all_keys = keys_[layer_index].narrow(1, 0, offset + length);      // [nKV, offset + n, d]
   torch::Tensor all_values = values_[layer_index].narrow(1, 0, offset + length);  // [nKV, offset + n, d]
 
   // Query head h reads kv head h / group; the group's queries are stacked.
-  torch::Tensor grouped_q = q.reshape({kv_heads, group * length, head_dim});  // [nKV, g n, d]
-  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
-  torch::Tensor scores = torch::bmm(grouped_q, all_keys.transpose(1, 2)).mul_(scale);  // [nKV, g n, offset + n]
+  torch::Tensor grouped_q = q.transpose(0, 1).reshape({kv_heads, group * length, head_dim});  // [nKV, g n, d]
+  torch::Tensor scores = torch::bmm(grouped_q, all_keys.transpose(1, 2));  // [nKV, g n, offset + n]
   if (length > 1) {
     torch::Tensor causal_mask =
         torch::full({length, offset + length}, -std::numeric_limits<float>::infinity(), torch::kFloat32)
@@ -255,15 +295,16 @@ torch::Tensor Eagle3Drafter::Attention(size_t layer_index, const torch::Tensor& 
   }
   torch::Tensor context = torch::bmm(torch::softmax(scores, -1), all_values);  // [nKV, g n, d]
   context = context.view({heads, length, head_dim}).transpose(0, 1).reshape({length, heads * head_dim});
-  return torch::matmul(context, attention->o_proj->weight.t());  // [n, H]
+  return torch::matmul(context, o_t_[layer_index]);  // [n, H]
 }
 
 DraftStep Eagle3Drafter::RunLayers(const torch::Tensor& hidden, const torch::Tensor& token_ids) {
   const train::DraftConfig& config = config_.draft;
   const double eps = config.rms_norm_eps;
   const int64_t length = hidden.size(0);
-  train::RotaryTables rotary = {rotary_.cos.narrow(0, cache_length_, length),
-                                rotary_.sin.narrow(0, cache_length_, length)};
+  const int64_t intermediate = config.intermediate_size;
+  torch::Tensor cos = cos_.narrow(0, cache_length_, length);
+  torch::Tensor signed_sin = signed_sin_.narrow(0, cache_length_, length);
 
   torch::Tensor x;
   for (size_t i = 0; i < model_->layers.size(); ++i) {
@@ -272,29 +313,28 @@ DraftStep Eagle3Drafter::RunLayers(const torch::Tensor& hidden, const torch::Ten
     torch::Tensor attention_input;
     if (i == 0) {
       // The EAGLE-3 layer: attention reads [input_layernorm(e) || hidden_norm(g)].
-      torch::Tensor embeddings = train::RmsNorm(model_->Embed(token_ids), layer->input_layernorm->weight, eps);
-      torch::Tensor hidden_normed = train::RmsNorm(hidden, layer->hidden_norm->weight, eps);
+      torch::Tensor embeddings = Norm(model_->embed_tokens.index_select(0, token_ids),
+                                      layer->input_layernorm->weight, eps);
+      torch::Tensor hidden_normed = Norm(hidden, layer->hidden_norm->weight, eps);
       residual = config.norm_before_residual ? hidden_normed : hidden;
       attention_input = torch::cat({embeddings, hidden_normed}, -1);  // [n, 2H]
     } else {
       residual = x;
-      attention_input = train::RmsNorm(x, layer->input_layernorm->weight, eps);
+      attention_input = Norm(x, layer->input_layernorm->weight, eps);
     }
-    torch::Tensor u = residual + Attention(i, attention_input, rotary);
-    torch::Tensor normed = train::RmsNorm(u, layer->post_attention_layernorm->weight, eps);
-    auto& mlp = layer->mlp;
-    torch::Tensor activated = torch::silu(torch::matmul(normed, mlp->gate_proj->weight.t())) *
-                              torch::matmul(normed, mlp->up_proj->weight.t());  // [n, I]
-    x = u + torch::matmul(activated, mlp->down_proj->weight.t());              // [n, H]
+    torch::Tensor u = residual + Attention(i, attention_input, cos, signed_sin);
+    torch::Tensor gate_up = torch::matmul(Norm(u, layer->post_attention_layernorm->weight, eps), gate_up_t_[i]);
+    torch::Tensor activated = torch::silu(gate_up.narrow(1, 0, intermediate)) *
+                              gate_up.narrow(1, intermediate, intermediate);  // [n, I]
+    x = u + torch::matmul(activated, down_t_[i]);                              // [n, H]
   }
   cache_length_ += length;
 
   torch::Tensor last = x.narrow(0, length - 1, 1);  // [1, H], pre-norm
-  torch::Tensor normed_last = train::RmsNorm(last, model_->norm->weight, eps);
-  torch::Tensor logits = torch::matmul(normed_last, model_->lm_head->weight.t());  // [1, Vd]
-  torch::Tensor draft_index = logits.argmax(-1);                                  // [1]
+  torch::Tensor normed_last = Norm(last, model_->norm->weight, eps);
+  const int64_t draft_index = torch::matmul(normed_last, lm_head_t_).argmax(-1).item<int64_t>();  // of [1, Vd]
   DraftStep step;
-  step.token_id = model_->DraftToVerifierIds(draft_index).item<int64_t>();
+  step.token_id = d2t_.empty() ? draft_index : draft_index + d2t_[draft_index];
   step.hidden = config_.norm_output ? normed_last : last;
   return step;
 }

@@ -76,14 +76,23 @@ class Eagle3Drafter {
   // Runs the layers on hidden input `hidden` [n, H] and token ids [n] at
   // positions cache_length() .. and appends their keys and values.
   DraftStep RunLayers(const torch::Tensor& hidden, const torch::Tensor& token_ids);
-  torch::Tensor Attention(size_t layer_index, const torch::Tensor& input, const train::RotaryTables& rotary);
+  torch::Tensor Attention(size_t layer_index, const torch::Tensor& input, const torch::Tensor& cos,
+                          const torch::Tensor& signed_sin);
 
+  // Per-call libtorch overhead dominates at small sizes, so the weights are
+  // fused and transposed once here and each pass runs as few ops as it can.
   DraftCheckpointConfig config_;
   std::unique_ptr<train::Eagle3DraftModel> model_;
-  std::vector<torch::Tensor> fused_qkv_;  // per layer [(nH + 2 nKV) d, din]
+  std::vector<torch::Tensor> qkv_t_;      // per layer [din, (nH + 2 nKV) d]; q columns scaled by 1/sqrt(d)
+  std::vector<torch::Tensor> o_t_;        // per layer [nH d, H]
+  std::vector<torch::Tensor> gate_up_t_;  // per layer [H, 2 I]
+  std::vector<torch::Tensor> down_t_;     // per layer [I, H]
+  torch::Tensor lm_head_t_;               // [H, Vd]
+  std::vector<int64_t> d2t_;              // [Vd] offsets; empty when Vd == V
   std::vector<torch::Tensor> keys_;       // per layer [nKV, capacity, d]
   std::vector<torch::Tensor> values_;     // per layer [nKV, capacity, d]
-  train::RotaryTables rotary_;            // cos and sin for positions 0 .. capacity - 1, [capacity, d]
+  torch::Tensor cos_;                     // [capacity, d]
+  torch::Tensor signed_sin_;              // [capacity, d]: [-sin || sin], so rotate_half(x) sin = roll(x) signed_sin
   int64_t capacity_ = 0;
   int64_t cache_length_ = 0;
 };

@@ -65,6 +65,9 @@ Result<DecodeResult> SpeculativeDecode(const engine::LlamaModel& verifier, Eagle
   const std::vector<int64_t>& aux_ids = drafter.config().aux_layer_ids;
   const int64_t aux_width = 3 * verifier.config().hidden_size;
 
+  // InferenceMode skips autograd bookkeeping, which costs more than the math
+  // for small models.
+  c10::InferenceMode inference_mode;
   const auto start = Clock::now();
   DecodeResult result;
   result.accepted_at_position.assign(k, 0);
@@ -128,6 +131,7 @@ Result<DecodeResult> GreedyDecode(const engine::LlamaModel& verifier, std::span<
                                   const DecodeOptions& options) {
   const int64_t prompt_length = static_cast<int64_t>(prompt.size());
   DF_RETURN_NOT_OK(CheckLength(verifier, prompt_length, 0, options));
+  c10::InferenceMode inference_mode;
   const auto start = Clock::now();
   DecodeResult result;
   DF_ASSIGN_OR_RAISE(engine::KvCache cache, verifier.NewCache(prompt_length + options.max_new_tokens));
