@@ -206,16 +206,24 @@ Result<std::unique_ptr<Eagle3Drafter>> Eagle3Drafter::Load(const std::string& ch
     // Scaling q before RoPE equals scaling the scores, because RoPE is linear.
     torch::Tensor qkv = torch::cat({attention->q_proj->weight * scale, attention->k_proj->weight,
                                     attention->v_proj->weight});
-    drafter->qkv_t_.push_back(qkv.t().contiguous());
+    // The weights of the norms that feed only a matmul fold into its input
+    // columns: input_layernorm (the embedding half in layer 0) and
+    // post_attention_layernorm.
+    const int64_t hidden = config.hidden_size;
+    torch::Tensor input_scale = layer->input_layernorm->weight;
+    if (layer->index == 0) input_scale = torch::cat({input_scale, torch::ones({hidden}, torch::kFloat32)});
+    drafter->qkv_t_.push_back((qkv * input_scale).t().contiguous());
     drafter->o_t_.push_back(attention->o_proj->weight.t().contiguous());
-    drafter->gate_up_t_.push_back(
-        torch::cat({layer->mlp->gate_proj->weight, layer->mlp->up_proj->weight}).t().contiguous());
+    torch::Tensor gate_up = torch::cat({layer->mlp->gate_proj->weight, layer->mlp->up_proj->weight});
+    drafter->gate_up_t_.push_back((gate_up * layer->post_attention_layernorm->weight).t().contiguous());
     drafter->down_t_.push_back(layer->mlp->down_proj->weight.t().contiguous());
     std::vector<int64_t> shape = {config.num_key_value_heads, cache_capacity, config.head_dim};
     drafter->keys_.push_back(torch::empty(shape, torch::kFloat32));
     drafter->values_.push_back(torch::empty(shape, torch::kFloat32));
   }
-  drafter->lm_head_t_ = model.lm_head->weight.t().contiguous();
+  // argmax(norm(x) W^T) = argmax((x * w) W^T), because the RMS factor is
+  // one positive number per row, so the final norm folds into lm_head.
+  drafter->lm_head_t_ = (model.lm_head->weight * model.norm->weight).t().contiguous();
   if (model.d2t.defined()) {
     torch::Tensor d2t = model.d2t.to(torch::kCPU).contiguous();
     drafter->d2t_.assign(d2t.data_ptr<int64_t>(), d2t.data_ptr<int64_t>() + d2t.numel());
@@ -232,10 +240,11 @@ Result<std::unique_ptr<Eagle3Drafter>> Eagle3Drafter::Load(const std::string& ch
 
 namespace {
 
-// RMSNorm in float32: w * x / sqrt(mean(x^2) + eps), as train::RmsNorm
-// computes it for float32 input.
+// RMSNorm in float32: x / sqrt(mean(x^2) + eps), times `weight` unless that
+// is undefined because the weight was folded into the next matmul.
 torch::Tensor Norm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
-  return x * torch::rsqrt(x.pow(2).mean(-1, /*keepdim=*/true) + eps) * weight;
+  torch::Tensor normalized = x * torch::rsqrt(x.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return weight.defined() ? normalized * weight : normalized;
 }
 
 // RoPE with the half-split convention: x cos + rotate_half(x) sin, where
@@ -313,17 +322,16 @@ DraftStep Eagle3Drafter::RunLayers(const torch::Tensor& hidden, const torch::Ten
     torch::Tensor attention_input;
     if (i == 0) {
       // The EAGLE-3 layer: attention reads [input_layernorm(e) || hidden_norm(g)].
-      torch::Tensor embeddings = Norm(model_->embed_tokens.index_select(0, token_ids),
-                                      layer->input_layernorm->weight, eps);
+      torch::Tensor embeddings = Norm(model_->embed_tokens.index_select(0, token_ids), {}, eps);
       torch::Tensor hidden_normed = Norm(hidden, layer->hidden_norm->weight, eps);
       residual = config.norm_before_residual ? hidden_normed : hidden;
       attention_input = torch::cat({embeddings, hidden_normed}, -1);  // [n, 2H]
     } else {
       residual = x;
-      attention_input = Norm(x, layer->input_layernorm->weight, eps);
+      attention_input = Norm(x, {}, eps);
     }
     torch::Tensor u = residual + Attention(i, attention_input, cos, signed_sin);
-    torch::Tensor gate_up = torch::matmul(Norm(u, layer->post_attention_layernorm->weight, eps), gate_up_t_[i]);
+    torch::Tensor gate_up = torch::matmul(Norm(u, {}, eps), gate_up_t_[i]);
     torch::Tensor activated = torch::silu(gate_up.narrow(1, 0, intermediate)) *
                               gate_up.narrow(1, intermediate, intermediate);  // [n, I]
     x = u + torch::matmul(activated, down_t_[i]);                              // [n, H]
@@ -331,11 +339,10 @@ DraftStep Eagle3Drafter::RunLayers(const torch::Tensor& hidden, const torch::Ten
   cache_length_ += length;
 
   torch::Tensor last = x.narrow(0, length - 1, 1);  // [1, H], pre-norm
-  torch::Tensor normed_last = Norm(last, model_->norm->weight, eps);
-  const int64_t draft_index = torch::matmul(normed_last, lm_head_t_).argmax(-1).item<int64_t>();  // of [1, Vd]
+  const int64_t draft_index = torch::matmul(last, lm_head_t_).argmax(-1).item<int64_t>();  // of [1, Vd]
   DraftStep step;
   step.token_id = d2t_.empty() ? draft_index : draft_index + d2t_[draft_index];
-  step.hidden = config_.norm_output ? normed_last : last;
+  step.hidden = config_.norm_output ? Norm(last, model_->norm->weight, eps) : last;
   return step;
 }
 

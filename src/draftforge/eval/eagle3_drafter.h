@@ -83,6 +83,7 @@ class Eagle3Drafter {
   // fused and transposed once here and each pass runs as few ops as it can.
   DraftCheckpointConfig config_;
   std::unique_ptr<train::Eagle3DraftModel> model_;
+  // qkv_t_, gate_up_t_ and lm_head_t_ include the weight of the norm before them.
   std::vector<torch::Tensor> qkv_t_;      // per layer [din, (nH + 2 nKV) d]; q columns scaled by 1/sqrt(d)
   std::vector<torch::Tensor> o_t_;        // per layer [nH d, H]
   std::vector<torch::Tensor> gate_up_t_;  // per layer [H, 2 I]
