@@ -33,14 +33,14 @@ python3 - "$work" "$rounds" <<'PYTHON'
 import json, statistics, sys
 work, rounds = sys.argv[1], int(sys.argv[2])
 speedups = []
-for round in range(1, rounds + 1):
-    report = json.load(open(f"{work}/run_{round}.json"))
-    al = report["acceptance_length"]
+for run in range(1, rounds + 1):
+    report = json.load(open(f"{work}/run_{run}.json"))
+    acceptance = report["acceptance_length"]
     speedups.append(report["speedup"])
     print(json.dumps({
-        "round": round,
-        "pooled_acceptance_length": al["pooled"],
-        "per_request_mean": al["per_request_mean"],
+        "round": run,
+        "pooled_acceptance_length": acceptance["pooled"],
+        "per_request_mean": acceptance["per_request_mean"],
         "speculative_tokens_per_s": report["speculative"]["tokens_per_second"],
         "greedy_tokens_per_s": report["greedy"]["tokens_per_second"],
         "speedup": report["speedup"],

@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -33,13 +34,12 @@ std::unique_ptr<engine::LlamaModel> LoadModel(const fs::path& dir) {
   return model.ok() ? std::move(*model) : nullptr;
 }
 
-std::vector<int64_t> FirstGreedyPrompt(const fs::path& greedy_jsonl, size_t* total_length = nullptr) {
+// Returns the whole input_ids (prompt and greedy continuation) of line 1.
+std::vector<int64_t> FirstGreedySequence(const fs::path& greedy_jsonl) {
   std::ifstream stream(greedy_jsonl);
   std::string line;
   std::getline(stream, line);
-  auto ids = nlohmann::json::parse(line)["input_ids"].get<std::vector<int64_t>>();
-  if (total_length) *total_length = ids.size();
-  return ids;
+  return nlohmann::json::parse(line)["input_ids"].get<std::vector<int64_t>>();
 }
 
 // Saves an untrained draft (random init, seed 7) for `model` with a draft
@@ -85,7 +85,7 @@ TEST(EngineIncremental, MatchesFullForward) {
   DF_REQUIRE_SHARED(greedy, "data/stories260k/greedy.jsonl");
   auto model = LoadModel(model_dir);
   ASSERT_NE(model, nullptr);
-  std::vector<int64_t> ids = FirstGreedyPrompt(greedy);
+  std::vector<int64_t> ids = FirstGreedySequence(greedy);
   ids.resize(40);
   const std::vector<int64_t> layer_ids = {1, 3, 5};
   auto full = model->Forward(ids, layer_ids, /*compute_logits=*/true);

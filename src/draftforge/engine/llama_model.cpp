@@ -249,7 +249,7 @@ torch::Tensor LlamaModel::Attend(const DecoderLayerWeights& layer, const torch::
   torch::Tensor grouped_q = q.reshape({num_kv_heads, group * tokens, head_dim});  // [nKV, g T, d]
   torch::Tensor scores;
   if (tokens == 1 && offset > 0) {
-    // A single query sees every key, so it needs no mask. Forward() (offset
+    // A single query attends to every key, so it needs no mask. Forward() (offset
     // 0) keeps the masked path, so its results stay bit for bit as before.
     scores = torch::bmm(grouped_q, k.transpose(1, 2)).mul_(scale);  // [nKV, g, keys]
   } else {

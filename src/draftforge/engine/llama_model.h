@@ -118,10 +118,10 @@ class LlamaModel {
   // applied to q and k.
   std::array<torch::Tensor, 3> ProjectQkv(const DecoderLayerWeights& layer, const torch::Tensor& normed,
                                           const RotaryTables& tables) const;
-  // Causal grouped-query attention of q [nH, T, d] over keys and values
-  // [nKV, offset + T, d], query t sitting at key position offset + t; applies
-  // o_proj and returns [T, H]. `causal_mask` [g T, offset + T] is built here
-  // when undefined.
+  // Runs causal grouped-query attention of q [nH, T, d] over keys and values
+  // [nKV, offset + T, d], where query t is at key position offset + t. Applies
+  // o_proj and returns [T, H]. Builds `causal_mask` [g T, offset + T] when it
+  // is undefined.
   torch::Tensor Attend(const DecoderLayerWeights& layer, const torch::Tensor& q, const torch::Tensor& k,
                        const torch::Tensor& v, int64_t offset, torch::Tensor causal_mask = {}) const;
   torch::Tensor CausalMask(int64_t tokens, int64_t offset) const;

@@ -29,6 +29,7 @@ Result<train::DraftConfig> ParseDraftConfig(const nlohmann::json& json, const st
   DF_ASSIGN_OR_RAISE(engine::ModelConfig layer,
                      engine::ModelConfig::FromJson(json["transformer_layer_config"],
                                                    path + " (transformer_layer_config)"));
+
   train::DraftConfig config;
   config.arch = layer.model_type.empty() ? "llama" : layer.model_type;
   if (config.arch != "llama" && config.arch != "qwen3") {
@@ -49,9 +50,11 @@ Result<train::DraftConfig> ParseDraftConfig(const nlohmann::json& json, const st
   config.hidden_act = layer.hidden_act;
   config.rope_theta = layer.rope_theta;
   config.rope_scaling = layer.rope_scaling;
+
   config.draft_vocab_size = json.value("draft_vocab_size", config.vocab_size);
   config.norm_before_residual = json.value("norm_before_residual", true);
   config.norm_before_fc = json.value("norm_before_fc", false);
+
   if (config.num_layers < 1) {
     return Status::Invalid("{}: transformer_layer_config.num_hidden_layers is {}; a draft needs at least 1",
                            path, config.num_layers);
@@ -273,8 +276,9 @@ torch::Tensor Eagle3Drafter::Attention(size_t layer_index, const torch::Tensor& 
   torch::Tensor k;
   if (config.arch == "qwen3") {
     auto& attention = model_->layers[layer_index]->self_attn;
-    // The q scale folded into the weights passes through q_norm unchanged
-    // only if applied after it, so undo it before and reapply it after.
+    // q_norm would cancel the 1/sqrt(d) folded into the q weights, so it is
+    // divided out before the norm and applied after it.
+    // NOTE: no test runs a Qwen3 draft through this path yet.
     const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
     q = qkv.narrow(1, 0, heads * head_dim).view({length, heads, head_dim}) / scale;
     k = qkv.narrow(1, heads * head_dim, kv_heads * head_dim).view({length, kv_heads, head_dim});
@@ -299,7 +303,7 @@ torch::Tensor Eagle3Drafter::Attention(size_t layer_index, const torch::Tensor& 
     torch::Tensor causal_mask =
         torch::full({length, offset + length}, -std::numeric_limits<float>::infinity(), torch::kFloat32)
             .triu(offset + 1)
-            .repeat({group, 1});  // [g n, offset + n]: slot t sees positions 0 .. offset + t
+            .repeat({group, 1});  // [g n, offset + n]: slot t attends to positions 0 .. offset + t
     scores.add_(causal_mask);
   }
   torch::Tensor context = torch::bmm(torch::softmax(scores, -1), all_values);  // [nKV, g n, d]

@@ -128,13 +128,16 @@ nlohmann::json EvalReport::ToJson() const {
       {"per_request_max", spread.max},
       {"per_request_stddev", spread.stddev},
   };
+
   json["verification_steps"] = totals.steps;
   json["accepted_draft_tokens"] = totals.accepted;
   json["position_acceptance_rate"] = PositionAcceptanceRates();
   json["conditional_acceptance_rate"] = ConditionalAcceptanceRates();
+
   json["speculative"] = {{"tokens", totals.speculative_tokens},
                          {"seconds", totals.speculative_seconds},
                          {"tokens_per_second", Rate(totals.speculative_tokens, totals.speculative_seconds)}};
+
   if (totals.greedy_compared > 0) {
     json["greedy"] = {{"tokens", totals.greedy_tokens},
                       {"seconds", totals.greedy_seconds},
@@ -144,9 +147,11 @@ nlohmann::json EvalReport::ToJson() const {
                         {"mismatches", totals.greedy_mismatches},
                         {"equal", totals.greedy_mismatches == 0}};
   }
+
   if (totals.reference_compared > 0) {
     json["reference"] = {{"compared", totals.reference_compared}, {"mismatches", totals.reference_mismatches}};
   }
+
   nlohmann::json rows = nlohmann::json::array();
   for (const auto& request : requests) {
     const DecodeResult& result = request.speculative;
@@ -168,6 +173,7 @@ nlohmann::json EvalReport::ToJson() const {
     if (request.has_reference) row["first_reference_mismatch"] = request.first_reference_mismatch;
     rows.push_back(row);
   }
+
   json["requests"] = rows;
   return json;
 }
@@ -183,14 +189,17 @@ std::string EvalReport::ConsoleTable() const {
   text += fmt::format("acceptance length, per-request mean: {:.3f}  (min {:.3f}, median {:.3f}, max {:.3f}, "
                       "stddev {:.3f})\n",
                       PerRequestMeanAcceptanceLength(), spread.min, spread.median, spread.max, spread.stddev);
+
   text += "position  accepted  conditional\n";
   std::vector<double> rates = PositionAcceptanceRates();
   std::vector<double> conditional = ConditionalAcceptanceRates();
   for (size_t j = 0; j < rates.size(); ++j) {
     text += fmt::format("{:>8}  {:>8.3f}  {:>11.3f}\n", j + 1, rates[j], conditional[j]);
   }
+
   text += fmt::format("speculative: {} tokens in {:.3f} s, {:.1f} tokens/s\n", totals.speculative_tokens,
                       totals.speculative_seconds, Rate(totals.speculative_tokens, totals.speculative_seconds));
+
   if (totals.greedy_compared > 0) {
     text += fmt::format("greedy:      {} tokens in {:.3f} s, {:.1f} tokens/s (speedup {:.2f}x)\n",
                         totals.greedy_tokens, totals.greedy_seconds,
@@ -199,6 +208,7 @@ std::string EvalReport::ConsoleTable() const {
     text += fmt::format("lossless: {} of {} outputs equal plain greedy decoding\n",
                         totals.greedy_compared - totals.greedy_mismatches, totals.greedy_compared);
   }
+
   if (totals.reference_compared > 0) {
     text += fmt::format("reference: {} of {} outputs equal the continuation stored with the prompt\n",
                         totals.reference_compared - totals.reference_mismatches, totals.reference_compared);

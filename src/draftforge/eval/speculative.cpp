@@ -77,7 +77,7 @@ Result<DecodeResult> SpeculativeDecode(const engine::LlamaModel& verifier, Eagle
                                                 verifier.config().max_position_embeddings)));
 
   // The prompt's forward yields the first token y and the features of every
-  // prompt slot; slot i pairs A[i] with x[i+1], and the last slot with y.
+  // prompt slot. Slot i pairs A[i] with x[i+1], and the last slot pairs with y.
   DF_ASSIGN_OR_RAISE(engine::ForwardResult prefill, verifier.ForwardIncremental(prompt, aux_ids, cache, true));
   int64_t next_token = GreedyTokens(prefill.logits.narrow(0, prompt_length - 1, 1))[0];
   auto [appended, finished] = Emit({next_token}, options, result.output_ids);
@@ -97,8 +97,8 @@ Result<DecodeResult> SpeculativeDecode(const engine::LlamaModel& verifier, Eagle
     }
     drafter.Truncate(committed);
 
-    // Verify [y, d1 .. dK] in one forward; row i holds the verifier's greedy
-    // token after d_i (after y for i = 0).
+    // Verify [y, d1 .. dK] in one forward. Row i contains the verifier's
+    // greedy token after d_i (after y for i = 0).
     std::vector<int64_t> verify_ids = {next_token};
     verify_ids.insert(verify_ids.end(), proposal.begin(), proposal.end());
     const int64_t cached_before = cache.length();
