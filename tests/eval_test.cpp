@@ -15,6 +15,7 @@
 #include "draftforge/eval/eagle3_drafter.h"
 #include "draftforge/eval/report.h"
 #include "draftforge/eval/run_eval.h"
+#include "draftforge/tokenizer/tokenizer.h"
 #include "draftforge/train/checkpoint.h"
 #include "draftforge/train/draft_config.h"
 #include "draftforge/train/eagle3_model.h"
@@ -268,6 +269,34 @@ TEST(EvalPrompts, RejectsMalformedRecords) {
   ASSERT_TRUE(first.ok()) << first.status().ToString();
   EXPECT_EQ((*first)[0].input_ids, std::vector<int64_t>({1, 2}));
   EXPECT_EQ(*(*first)[0].reference, std::vector<int64_t>({3}));
+}
+
+TEST(EvalPrompts, RendersChatMessages) {
+  DF_REQUIRE_SHARED(tokenizer_dir, "tokenizers/qwen3");
+  TempDir dir;
+  const fs::path path = dir.path() / "prompts.jsonl";
+  {
+    std::ofstream out(path);
+    out << "{\"messages\": [{\"role\": \"user\", \"content\": \"Hello there\"}]}\n";
+    out << "{\"input_ids\": [7, 8]}\n";
+  }
+  auto prompts = eval::ReadPrompts(path.string(), 0, tokenizer_dir.string());
+  ASSERT_TRUE(prompts.ok()) << prompts.status().ToString();
+  ASSERT_EQ(prompts->size(), 2u);
+
+  // The Qwen3 template ends the prompt with the assistant header.
+  auto tokenizer = tokenizer::Tokenizer::FromFile((tokenizer_dir / "tokenizer.json").string());
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status().ToString();
+  auto expected = tokenizer->EncodeIds("<|im_start|>user\nHello there<|im_end|>\n<|im_start|>assistant\n");
+  ASSERT_TRUE(expected.ok());
+  EXPECT_EQ((*prompts)[0].input_ids, std::vector<int64_t>(expected->begin(), expected->end()));
+  EXPECT_FALSE((*prompts)[0].reference.has_value());
+  EXPECT_EQ((*prompts)[1].input_ids, std::vector<int64_t>({7, 8}));
+
+  // Without a tokenizer directory the record is rejected with the fix.
+  auto missing = eval::ReadPrompts(path.string(), 0, "");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("--tokenizer"), std::string::npos) << missing.status().ToString();
 }
 
 }  // namespace

@@ -15,6 +15,7 @@ struct EvalCommandOptions {
   std::string verifier;
   std::string draft;
   std::string prompts;
+  std::string tokenizer;
   std::string output;
   int64_t num_speculative_tokens = 3;
   int64_t max_new_tokens = 128;
@@ -25,7 +26,9 @@ struct EvalCommandOptions {
 
 Status RunEvalCommand(const EvalCommandOptions& options) {
   DF_ASSIGN_OR_RAISE(std::unique_ptr<engine::LlamaModel> verifier, engine::LlamaModel::Load(options.verifier));
-  DF_ASSIGN_OR_RAISE(std::vector<eval::Prompt> prompts, eval::ReadPrompts(options.prompts, options.max_prompts));
+  const std::string tokenizer_dir = options.tokenizer.empty() ? options.verifier : options.tokenizer;
+  DF_ASSIGN_OR_RAISE(std::vector<eval::Prompt> prompts,
+                     eval::ReadPrompts(options.prompts, options.max_prompts, tokenizer_dir));
 
   eval::EvalOptions eval_options;
   eval_options.decode.num_speculative_tokens = options.num_speculative_tokens;
@@ -67,9 +70,12 @@ void AddEvalCommand(CLI::App& app) {
   command->add_option("--draft", options->draft, "Draft checkpoint directory (config.json + model.safetensors)")
       ->required();
   command->add_option("--prompts", options->prompts,
-                      "JSONL prompts with 'input_ids'; an optional 'prefix_len' cuts the prompt and keeps the "
-                      "rest as the expected continuation")
+                      "JSONL prompts with 'input_ids' or 'messages'; an optional 'prefix_len' cuts input_ids "
+                      "and keeps the rest as the expected continuation")
       ->required();
+  command->add_option("--tokenizer", options->tokenizer,
+                      "Directory with tokenizer.json and tokenizer_config.json for 'messages' prompts "
+                      "(default: the verifier directory)");
   command->add_option("--num-speculative-tokens", options->num_speculative_tokens,
                       "Draft tokens proposed per verification step (K)")
       ->capture_default_str()

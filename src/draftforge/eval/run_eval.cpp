@@ -4,6 +4,11 @@
 #include <spdlog/spdlog.h>
 
 #include <fstream>
+#include <memory>
+
+#include "draftforge/chat_template/chat_template.h"
+#include "draftforge/chat_template/tokenizer_config.h"
+#include "draftforge/tokenizer/tokenizer.h"
 
 namespace draftforge::eval {
 namespace {
@@ -16,12 +21,64 @@ bool IsIntegerArray(const nlohmann::json& value) {
   return true;
 }
 
+// Renders conversations into prompt ids with a tokenizer directory's chat
+// template, the generation prompt appended.
+class ChatPromptRenderer {
+ public:
+  static Result<std::unique_ptr<ChatPromptRenderer>> Create(const std::string& tokenizer_dir) {
+    if (tokenizer_dir.empty()) {
+      return Status::Invalid("'messages' prompts need a tokenizer directory with tokenizer.json and "
+                             "tokenizer_config.json; pass --tokenizer DIR");
+    }
+    auto renderer = std::unique_ptr<ChatPromptRenderer>(new ChatPromptRenderer());
+    DF_ASSIGN_OR_RAISE(renderer->config_, chat_template::LoadTokenizerConfig(tokenizer_dir));
+    if (renderer->config_.chat_template.empty()) {
+      return Status::NotFound("{} has no chat template (tokenizer_config.json 'chat_template', "
+                              "chat_template.jinja or chat_template.json), so 'messages' prompts cannot be rendered",
+                              tokenizer_dir);
+    }
+    DF_ASSIGN_OR_RAISE(chat_template::ChatTemplate compiled,
+                       chat_template::ChatTemplate::Compile(renderer->config_.chat_template,
+                                                            tokenizer_dir + " chat template"));
+    renderer->template_ = std::make_unique<chat_template::ChatTemplate>(std::move(compiled));
+    DF_ASSIGN_OR_RAISE(tokenizer::Tokenizer tokenizer,
+                       tokenizer::Tokenizer::FromFile(tokenizer_dir + "/tokenizer.json"));
+    renderer->tokenizer_ = std::make_unique<tokenizer::Tokenizer>(std::move(tokenizer));
+    return renderer;
+  }
+
+  Result<std::vector<int64_t>> Render(const nlohmann::json& record, const std::string& where) const {
+    nlohmann::ordered_json raw = nlohmann::ordered_json::parse(record.dump());
+    int64_t unknown_roles = 0;
+    auto messages = chat_template::NormalizeMessages(raw["messages"], &unknown_roles);
+    if (!messages.ok()) return Status::Invalid("{}: field 'messages': {}", where, messages.status().message());
+    chat_template::RenderOptions options;
+    options.add_generation_prompt = true;
+    if (raw.contains("tools") && !raw["tools"].is_null()) options.tools = raw["tools"];
+    auto rendered = template_->Render(*messages, config_, options);
+    if (!rendered.ok()) return Status::Invalid("{}: rendering failed: {}", where, rendered.status().message());
+    // The template writes BOS and the turn markers itself.
+    auto ids = tokenizer_->EncodeIds(rendered->text, /*add_special_tokens=*/false);
+    if (!ids.ok()) return Status::Invalid("{}: {}", where, ids.status().message());
+    return std::vector<int64_t>(ids->begin(), ids->end());
+  }
+
+ private:
+  ChatPromptRenderer() = default;
+
+  chat_template::TokenizerConfig config_;
+  std::unique_ptr<chat_template::ChatTemplate> template_;
+  std::unique_ptr<tokenizer::Tokenizer> tokenizer_;
+};
+
 }  // namespace
 
-Result<std::vector<Prompt>> ReadPrompts(const std::string& path, int64_t max_prompts) {
+Result<std::vector<Prompt>> ReadPrompts(const std::string& path, int64_t max_prompts,
+                                        const std::string& tokenizer_dir) {
   std::ifstream stream(path);
   if (!stream) return Status::IOError("{}: cannot open the prompts file", path);
   std::vector<Prompt> prompts;
+  std::unique_ptr<ChatPromptRenderer> renderer;  // created at the first "messages" record
   int64_t line_number = 0;
   for (std::string line; std::getline(stream, line); ++line_number) {
     if (max_prompts > 0 && static_cast<int64_t>(prompts.size()) >= max_prompts) break;
@@ -31,15 +88,19 @@ Result<std::vector<Prompt>> ReadPrompts(const std::string& path, int64_t max_pro
     if (record.is_discarded() || !record.is_object()) {
       return Status::Invalid("{}:{}: not a JSON object", path, shown_line);
     }
-    if (!record.contains("input_ids")) {
-      if (record.contains("messages")) {
-        // TODO: render "messages" with the verifier's chat template and
-        // add_generation_prompt, as prepare renders conversations.
-        return Status::Unimplemented("{}:{}: 'messages' prompts are not supported yet; tokenize the prompt and "
-                                     "give it as 'input_ids'",
-                                     path, shown_line);
+    if (!record.contains("input_ids") && record.contains("messages")) {
+      if (!renderer) {
+        DF_ASSIGN_OR_RAISE(renderer, ChatPromptRenderer::Create(tokenizer_dir));
       }
-      return Status::Invalid("{}:{}: missing field 'input_ids' (a list of token ids)", path, shown_line);
+      Prompt prompt;
+      prompt.line = line_number;
+      DF_ASSIGN_OR_RAISE(prompt.input_ids, renderer->Render(record, fmt::format("{}:{}", path, shown_line)));
+      prompts.push_back(std::move(prompt));
+      continue;
+    }
+    if (!record.contains("input_ids")) {
+      return Status::Invalid("{}:{}: missing field 'input_ids' (a list of token ids) or 'messages'", path,
+                             shown_line);
     }
     if (!IsIntegerArray(record["input_ids"]) || record["input_ids"].empty()) {
       return Status::Invalid("{}:{}: field 'input_ids' must be a non-empty list of integers", path, shown_line);

@@ -1,11 +1,14 @@
 // `draftforge eval` as a library call: reads prompts, decodes each one
 // speculatively and, optionally, greedily, and builds the report.
 //
-// Prompts file: JSONL, one object per line with "input_ids" (token ids). An
-// optional integer "prefix_len" marks the first prefix_len ids as the prompt
-// and the rest as the expected greedy continuation, which the report then
-// compares with the output (the layout of the greedy reference files that
-// this project's tests use).
+// Prompts file: JSONL, one object per line with either "input_ids" (token
+// ids) or "messages" (a conversation, optionally with "tools"). Messages are
+// rendered with the tokenizer directory's chat template and
+// add_generation_prompt, then tokenized without special tokens, as
+// transformers' apply_chat_template(tokenize=True) does. With "input_ids",
+// an optional integer "prefix_len" marks the first prefix_len ids as the
+// prompt and the rest as the expected greedy continuation, which the report
+// then compares with the output.
 #pragma once
 
 #include <cstdint>
@@ -26,9 +29,11 @@ struct Prompt {
   std::optional<std::vector<int64_t>> reference;  // expected continuation, when prefix_len is given
 };
 
-// Reads up to `max_prompts` prompts (0 = all). Invalid names the file, line
-// and field of a malformed record; Unimplemented for "messages" records.
-Result<std::vector<Prompt>> ReadPrompts(const std::string& path, int64_t max_prompts = 0);
+// Reads up to `max_prompts` prompts (0 = all). `tokenizer_dir` (tokenizer.json
+// and tokenizer_config.json) is read only when a "messages" record occurs.
+// Invalid names the file, line and field of a malformed record.
+Result<std::vector<Prompt>> ReadPrompts(const std::string& path, int64_t max_prompts = 0,
+                                        const std::string& tokenizer_dir = "");
 
 struct EvalOptions {
   DecodeOptions decode;
