@@ -236,6 +236,7 @@ Result<std::unique_ptr<Eagle3Drafter>> Eagle3Drafter::Load(const std::string& ch
   const int64_t half = config.head_dim / 2;
   drafter->cos_ = rotary.cos;
   drafter->signed_sin_ = torch::cat({-rotary.sin.narrow(1, 0, half), rotary.sin.narrow(1, half, half)}, 1);
+  drafter->swap_halves_ = torch::cat({torch::arange(half, 2 * half, torch::kInt64), torch::arange(0, half, torch::kInt64)});
   spdlog::info("loaded draft {}: {} layer(s), draft vocabulary {}, aux layer ids [{}]", checkpoint_dir,
                config.num_layers, config.draft_vocab_size, fmt::join(drafter->config_.aux_layer_ids, ", "));
   return drafter;
@@ -251,10 +252,11 @@ torch::Tensor Norm(const torch::Tensor& x, const torch::Tensor& weight, double e
 }
 
 // RoPE with the half-split convention: x cos + rotate_half(x) sin, where
-// rotate_half(x) sin = roll(x, d/2) [-sin || sin]. x [n, heads, d], tables [n, d].
-torch::Tensor Rotate(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& signed_sin) {
-  const int64_t half = x.size(-1) / 2;
-  return x * cos.unsqueeze(1) + x.roll(half, -1) * signed_sin.unsqueeze(1);
+// rotate_half(x) sin = [x2 || x1] [-sin || sin]. x [n, heads, d], cos and
+// signed_sin [n, 1, d], `swap_halves` the index [d/2 .. d-1, 0 .. d/2-1].
+torch::Tensor Rotate(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& signed_sin,
+                     const torch::Tensor& swap_halves) {
+  return torch::addcmul(x * cos, x.index_select(-1, swap_halves), signed_sin);
 }
 
 }  // namespace
@@ -282,12 +284,12 @@ torch::Tensor Eagle3Drafter::Attention(size_t layer_index, const torch::Tensor& 
     const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
     q = qkv.narrow(1, 0, heads * head_dim).view({length, heads, head_dim}) / scale;
     k = qkv.narrow(1, heads * head_dim, kv_heads * head_dim).view({length, kv_heads, head_dim});
-    q = Rotate(Norm(q, attention->q_norm->weight, config.rms_norm_eps) * scale, cos, signed_sin);
-    k = Rotate(Norm(k, attention->k_norm->weight, config.rms_norm_eps), cos, signed_sin);
+    q = Rotate(Norm(q, attention->q_norm->weight, config.rms_norm_eps) * scale, cos, signed_sin, swap_halves_);
+    k = Rotate(Norm(k, attention->k_norm->weight, config.rms_norm_eps), cos, signed_sin, swap_halves_);
   } else {
     // q and k rotate together: [n, nH + nKV, d].
     torch::Tensor qk = Rotate(qkv.narrow(1, 0, (heads + kv_heads) * head_dim).view({length, heads + kv_heads, head_dim}),
-                              cos, signed_sin);
+                              cos, signed_sin, swap_halves_);
     q = qk.narrow(1, 0, heads);
     k = qk.narrow(1, heads, kv_heads);
   }
@@ -311,13 +313,13 @@ torch::Tensor Eagle3Drafter::Attention(size_t layer_index, const torch::Tensor& 
   return torch::matmul(context, o_t_[layer_index]);  // [n, H]
 }
 
-DraftStep Eagle3Drafter::RunLayers(const torch::Tensor& hidden, const torch::Tensor& token_ids) {
+DraftStep Eagle3Drafter::RunLayers(const torch::Tensor& hidden, const torch::Tensor& token_embeddings) {
   const train::DraftConfig& config = config_.draft;
   const double eps = config.rms_norm_eps;
   const int64_t length = hidden.size(0);
   const int64_t intermediate = config.intermediate_size;
-  torch::Tensor cos = cos_.narrow(0, cache_length_, length);
-  torch::Tensor signed_sin = signed_sin_.narrow(0, cache_length_, length);
+  torch::Tensor cos = cos_.narrow(0, cache_length_, length).unsqueeze(1);                // [n, 1, d]
+  torch::Tensor signed_sin = signed_sin_.narrow(0, cache_length_, length).unsqueeze(1);  // [n, 1, d]
 
   torch::Tensor x;
   for (size_t i = 0; i < model_->layers.size(); ++i) {
@@ -326,7 +328,7 @@ DraftStep Eagle3Drafter::RunLayers(const torch::Tensor& hidden, const torch::Ten
     torch::Tensor attention_input;
     if (i == 0) {
       // The EAGLE-3 layer: attention reads [input_layernorm(e) || hidden_norm(g)].
-      torch::Tensor embeddings = Norm(model_->embed_tokens.index_select(0, token_ids), {}, eps);
+      torch::Tensor embeddings = Norm(token_embeddings, {}, eps);
       torch::Tensor hidden_normed = Norm(hidden, layer->hidden_norm->weight, eps);
       residual = config.norm_before_residual ? hidden_normed : hidden;
       attention_input = torch::cat({embeddings, hidden_normed}, -1);  // [n, 2H]
@@ -365,7 +367,7 @@ Result<DraftStep> Eagle3Drafter::Extend(const torch::Tensor& aux_hidden, const s
   try {
     torch::NoGradGuard no_grad;
     torch::Tensor ids = torch::tensor(next_token_ids, torch::kInt64);  // [n]
-    return RunLayers(model_->ProjectFeatures(aux_hidden.to(torch::kFloat32)), ids);
+    return RunLayers(model_->ProjectFeatures(aux_hidden.to(torch::kFloat32)), model_->embed_tokens.index_select(0, ids));
   } catch (const c10::Error& error) {
     return Status::Internal("draft pass 1 failed in libtorch: {}", error.what_without_backtrace());
   }
@@ -378,8 +380,11 @@ Result<DraftStep> Eagle3Drafter::Continue(const DraftStep& previous) {
   }
   try {
     torch::NoGradGuard no_grad;
-    torch::Tensor ids = torch::tensor({previous.token_id}, torch::kInt64);  // [1]
-    return RunLayers(previous.hidden, ids);
+    if (previous.token_id < 0 || previous.token_id >= config_.draft.vocab_size) {
+      return Status::Invalid("draft token id {} is outside the vocabulary 0..{}", previous.token_id,
+                             config_.draft.vocab_size - 1);
+    }
+    return RunLayers(previous.hidden, model_->embed_tokens.narrow(0, previous.token_id, 1));
   } catch (const c10::Error& error) {
     return Status::Internal("draft pass failed in libtorch: {}", error.what_without_backtrace());
   }

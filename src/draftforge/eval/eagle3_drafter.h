@@ -73,9 +73,11 @@ class Eagle3Drafter {
  private:
   Eagle3Drafter() = default;
 
-  // Runs the layers on hidden input `hidden` [n, H] and token ids [n] at
-  // positions cache_length() .. and appends their keys and values.
-  DraftStep RunLayers(const torch::Tensor& hidden, const torch::Tensor& token_ids);
+  // Runs the layers on hidden input `hidden` [n, H] and the next tokens'
+  // embeddings [n, H] at positions cache_length() .. and appends their keys
+  // and values.
+  DraftStep RunLayers(const torch::Tensor& hidden, const torch::Tensor& token_embeddings);
+  // cos and signed_sin: [n, 1, d].
   torch::Tensor Attention(size_t layer_index, const torch::Tensor& input, const torch::Tensor& cos,
                           const torch::Tensor& signed_sin);
 
@@ -93,7 +95,8 @@ class Eagle3Drafter {
   std::vector<torch::Tensor> keys_;       // per layer [nKV, capacity, d]
   std::vector<torch::Tensor> values_;     // per layer [nKV, capacity, d]
   torch::Tensor cos_;                     // [capacity, d]
-  torch::Tensor signed_sin_;              // [capacity, d]: [-sin || sin], so rotate_half(x) sin = roll(x) signed_sin
+  torch::Tensor signed_sin_;              // [capacity, d]: [-sin || sin], so rotate_half(x) sin = [x2 || x1] signed_sin
+  torch::Tensor swap_halves_;             // [d] int64: d/2 .. d-1, 0 .. d/2-1
   int64_t capacity_ = 0;
   int64_t cache_length_ = 0;
 };

@@ -76,7 +76,7 @@ class ChatPromptRenderer {
 Result<std::vector<Prompt>> ReadPrompts(const std::string& path, int64_t max_prompts,
                                         const std::string& tokenizer_dir) {
   std::ifstream stream(path);
-  if (!stream) return Status::IOError("{}: cannot open the prompts file", path);
+  if (!stream) return Status::IOError("{}: failed to open the prompts file", path);
   std::vector<Prompt> prompts;
   std::unique_ptr<ChatPromptRenderer> renderer;  // created at the first "messages" record
   int64_t line_number = 0;

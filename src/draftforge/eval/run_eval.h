@@ -40,7 +40,8 @@ struct EvalOptions {
   bool compare_greedy = true;  // also decode greedily, for the lossless check and the speed baseline
 };
 
-// Decodes every prompt with `drafter` and returns the report. Each request
+// Loads the draft from `draft_dir`, decodes every prompt and returns the
+// report. Each request
 // runs the speculative decode first, then the greedy one.
 Result<EvalReport> RunEval(const engine::LlamaModel& verifier, const std::string& draft_dir,
                            const std::vector<Prompt>& prompts, const EvalOptions& options);
