@@ -41,8 +41,7 @@ struct EvalOptions {
 };
 
 // Loads the draft from `draft_dir`, decodes every prompt and returns the
-// report. Each request
-// runs the speculative decode first, then the greedy one.
+// report. Each request runs the speculative decode first, then the greedy one.
 Result<EvalReport> RunEval(const engine::LlamaModel& verifier, const std::string& draft_dir,
                            const std::vector<Prompt>& prompts, const EvalOptions& options);
 
