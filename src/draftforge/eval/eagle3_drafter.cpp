@@ -55,6 +55,11 @@ Result<train::DraftConfig> ParseDraftConfig(const nlohmann::json& json, const st
   config.norm_before_residual = json.value("norm_before_residual", true);
   config.norm_before_fc = json.value("norm_before_fc", false);
 
+  if (config.hidden_act != "silu") {
+    return Status::Unimplemented("{}: transformer_layer_config.hidden_act '{}' is not supported; draft inference "
+                                 "implements silu only",
+                                 path, config.hidden_act);
+  }
   if (config.num_layers < 1) {
     return Status::Invalid("{}: transformer_layer_config.num_hidden_layers is {}; a draft needs at least 1",
                            path, config.num_layers);
