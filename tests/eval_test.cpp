@@ -15,7 +15,10 @@
 #include "draftforge/eval/eagle3_drafter.h"
 #include "draftforge/eval/report.h"
 #include "draftforge/eval/run_eval.h"
+#include "draftforge/io/safetensors.h"
+#include "draftforge/io/torch_tensors.h"
 #include "draftforge/tokenizer/tokenizer.h"
+#include "draftforge/train/attention.h"
 #include "draftforge/train/checkpoint.h"
 #include "draftforge/train/draft_config.h"
 #include "draftforge/train/eagle3_model.h"
@@ -198,6 +201,60 @@ TEST(EvalCli, TinyTrainedDraftMatchesGreedy) {
   EXPECT_GT(report["accepted_draft_tokens"].get<int64_t>(), 20);
   EXPECT_EQ(report["position_acceptance_rate"].size(), 3u);
   EXPECT_GT(report["speculative"]["tokens_per_second"].get<double>(), 0.0);
+}
+
+TEST(EvalDraft, PassOneMatchesTrainingForward) {
+  DF_REQUIRE_SHARED(model_dir, "models/stories260k");
+  DF_REQUIRE_SHARED(greedy, "data/stories260k/greedy.jsonl");
+  auto model = LoadModel(model_dir);
+  ASSERT_NE(model, nullptr);
+  TempDir dir;
+  SaveRandomDraft(*model, dir.path());
+  auto drafter = eval::Eagle3Drafter::Load(dir.str(), *model, 64);
+  ASSERT_TRUE(drafter.ok()) << drafter.status().ToString();
+
+  // The training model with the saved (bfloat16-rounded) weights, as the
+  // drafter reads them.
+  const train::DraftConfig& config = (*drafter)->config().draft;
+  torch::manual_seed(7);
+  train::Eagle3DraftModel reference(config, torch::TensorOptions().dtype(torch::kFloat32));
+  auto file = io::SafetensorsFile::Open((dir.path() / "model.safetensors").string());
+  ASSERT_TRUE(file.ok());
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& item : reference.named_parameters()) {
+      item.value().copy_(io::ReadTensor(*file, item.key()).ValueOrDie().to(torch::kFloat32));
+    }
+    reference.embed_tokens = io::ReadTensor(*file, "embed_tokens.weight").ValueOrDie().to(torch::kFloat32);
+  }
+
+  // Verifier features of a 24-token prompt, slot i paired with token i+1.
+  std::vector<int64_t> ids = FirstGreedySequence(greedy);
+  ids.resize(25);
+  const std::vector<int64_t> aux_layer_ids = {1, 2, 3};
+  auto forward = model->Forward(ids, aux_layer_ids);
+  ASSERT_TRUE(forward.ok());
+  const int64_t slots = 24;
+  torch::Tensor features = forward->hidden_states.narrow(0, 0, slots).reshape({slots, 3 * config.hidden_size});
+  torch::Tensor next_ids = torch::tensor(std::vector<int64_t>(ids.begin() + 1, ids.end()), torch::kInt64);
+
+  torch::Tensor expected;
+  {
+    torch::NoGradGuard no_grad;
+    torch::Tensor x = torch::cat({reference.Embed(next_ids), reference.ProjectFeatures(features)}, -1);  // [n, 2H]
+    std::vector<std::vector<train::KvBlock>> caches;
+    auto layout = train::BuildAttentionLayout({slots}, slots, torch::TensorOptions().dtype(torch::kFloat32));
+    expected = reference.ForwardLayers(x, reference.Rotary(torch::arange(1, slots + 1)), caches, layout);  // [n, H]
+  }
+
+  // One slot per Extend call exercises the drafter's KV cache.
+  for (int64_t i = 0; i < slots; ++i) {
+    auto step = (*drafter)->Extend(features.narrow(0, i, 1), {ids[i + 1]});
+    ASSERT_TRUE(step.ok()) << step.status().ToString();
+    const double error = (step->hidden - expected.narrow(0, i, 1)).abs().max().item<double>();
+    EXPECT_LT(error, 1e-4) << "slot " << i;
+  }
+  EXPECT_EQ((*drafter)->cache_length(), slots);
 }
 
 TEST(EvalDraft, MismatchedDraftNamesFields) {
