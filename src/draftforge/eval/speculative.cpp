@@ -65,8 +65,8 @@ Result<DecodeResult> SpeculativeDecode(const engine::LlamaModel& verifier, Eagle
   const std::vector<int64_t>& aux_ids = drafter.config().aux_layer_ids;
   const int64_t aux_width = 3 * verifier.config().hidden_size;
 
-  // InferenceMode skips autograd bookkeeping, which costs more than the math
-  // for small models.
+  // InferenceMode skips autograd bookkeeping, a large part of each libtorch
+  // call's cost when the model is small.
   c10::InferenceMode inference_mode;
   const auto start = Clock::now();
   DecodeResult result;
