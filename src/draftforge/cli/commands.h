@@ -20,6 +20,7 @@ void AddTrainCommand(CLI::App& app);
 void AddDemoAssetsCommand(CLI::App& app);
 void AddLaunchVllmCommand(CLI::App& app);
 void AddServeCommand(CLI::App& app);
+void AddEvalCommand(CLI::App& app);
 
 // Logs a failed status as an error and throws CLI::RuntimeError(1); does
 // nothing for OK.

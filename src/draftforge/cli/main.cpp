@@ -58,6 +58,7 @@ int main(int argc, char** argv) {
   draftforge::cli::AddDemoAssetsCommand(app);
   draftforge::cli::AddLaunchVllmCommand(app);
   draftforge::cli::AddServeCommand(app);
+  draftforge::cli::AddEvalCommand(app);
 
   return draftforge::cli::ParseAndRun(app, argc, argv);
 }

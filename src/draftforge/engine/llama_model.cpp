@@ -200,13 +200,13 @@ torch::Tensor LlamaModel::RmsNorm(const torch::Tensor& x, const torch::Tensor& w
   return x * inverse_rms * weight;
 }
 
-torch::Tensor LlamaModel::Attention(const DecoderLayerWeights& layer, const torch::Tensor& normed,
-                                    const torch::Tensor& positions) const {
+std::array<torch::Tensor, 3> LlamaModel::ProjectQkv(const DecoderLayerWeights& layer,
+                                                    const torch::Tensor& normed,
+                                                    const RotaryTables& tables) const {
   const int64_t tokens = normed.size(0);
   const int64_t head_dim = config_.head_dim;
   const int64_t num_heads = config_.num_attention_heads;
   const int64_t num_kv_heads = config_.num_key_value_heads;
-  const int64_t group = num_heads / num_kv_heads;
 
   torch::Tensor qkv = torch::linear(normed, layer.qkv_proj.weight, layer.qkv_proj.bias);  // [T, (nH + 2 nKV) d]
   torch::Tensor q = qkv.narrow(1, 0, num_heads * head_dim).view({tokens, num_heads, head_dim});
@@ -221,27 +221,53 @@ torch::Tensor LlamaModel::Attention(const DecoderLayerWeights& layer, const torc
     k = RmsNorm(k, layer.k_norm);
   }
 
-  RotaryTables tables = ComputeRotaryTables(inverse_frequencies_, positions);
   q = ApplyRotary(q.transpose(0, 1), tables);  // [nH, T, d]
   k = ApplyRotary(k.transpose(0, 1), tables);  // [nKV, T, d]
   v = v.transpose(0, 1);                       // [nKV, T, d]
+  return {q, k, v};
+}
 
-  // NOTE: a KV cache would append k and v here and attend over the cached
-  // keys, with the mask built from query and key positions instead of T x T.
+torch::Tensor LlamaModel::CausalMask(int64_t tokens, int64_t offset) const {
+  const int64_t group = config_.num_attention_heads / config_.num_key_value_heads;
+  return torch::full({tokens, offset + tokens}, -std::numeric_limits<float>::infinity(), torch::kFloat32)
+      .triu(offset + 1)
+      .repeat({group, 1});  // [g T, offset + T]: -inf where key position > offset + query row
+}
+
+torch::Tensor LlamaModel::Attend(const DecoderLayerWeights& layer, const torch::Tensor& q,
+                                 const torch::Tensor& k, const torch::Tensor& v, int64_t offset,
+                                 torch::Tensor causal_mask) const {
+  const int64_t tokens = q.size(1);
+  const int64_t head_dim = config_.head_dim;
+  const int64_t num_heads = config_.num_attention_heads;
+  const int64_t num_kv_heads = config_.num_key_value_heads;
+  const int64_t group = num_heads / num_kv_heads;
+  const double scale = 1.0 / std::sqrt(double(head_dim));
 
   // Grouped-query attention without repeating k and v: query head h uses kv
   // head h / group, so the group's queries are stacked along the row axis.
   torch::Tensor grouped_q = q.reshape({num_kv_heads, group * tokens, head_dim});  // [nKV, g T, d]
-  torch::Tensor causal_mask =
-      torch::full({tokens, tokens}, -std::numeric_limits<float>::infinity(), torch::kFloat32)
-          .triu(1)
-          .repeat({group, 1});  // [g T, T]: -inf above the diagonal of each query block
-  torch::Tensor scores = torch::baddbmm(causal_mask, grouped_q, k.transpose(1, 2),
-                                        /*beta=*/1.0, /*alpha=*/1.0 / std::sqrt(double(head_dim)));  // [nKV, g T, T]
+  torch::Tensor scores;
+  if (tokens == 1 && offset > 0) {
+    // A single query attends to every key, so it needs no mask. Forward() (offset
+    // 0) keeps the masked path, so its results stay bit for bit as before.
+    scores = torch::bmm(grouped_q, k.transpose(1, 2)).mul_(scale);  // [nKV, g, keys]
+  } else {
+    if (!causal_mask.defined()) causal_mask = CausalMask(tokens, offset);  // [g T, keys]
+    scores = torch::baddbmm(causal_mask, grouped_q, k.transpose(1, 2),
+                            /*beta=*/1.0, /*alpha=*/scale);  // [nKV, g T, keys]
+  }
   torch::Tensor probabilities = torch::softmax(scores, -1);
   torch::Tensor context = torch::bmm(probabilities, v);  // [nKV, g T, d]
   context = context.view({num_heads, tokens, head_dim}).transpose(0, 1).reshape({tokens, num_heads * head_dim});
   return torch::linear(context, layer.o_proj.weight, layer.o_proj.bias);  // [T, H]
+}
+
+torch::Tensor LlamaModel::Attention(const DecoderLayerWeights& layer, const torch::Tensor& normed,
+                                    const torch::Tensor& positions) const {
+  RotaryTables tables = ComputeRotaryTables(inverse_frequencies_, positions);
+  auto [q, k, v] = ProjectQkv(layer, normed, tables);
+  return Attend(layer, q, k, v, /*offset=*/0);
 }
 
 torch::Tensor LlamaModel::Mlp(const DecoderLayerWeights& layer, const torch::Tensor& normed) const {
@@ -250,6 +276,16 @@ torch::Tensor LlamaModel::Mlp(const DecoderLayerWeights& layer, const torch::Ten
   torch::Tensor activated =
       torch::silu(gate_up.narrow(1, 0, intermediate)) * gate_up.narrow(1, intermediate, intermediate);
   return torch::linear(activated, layer.down_proj.weight, layer.down_proj.bias);  // [T, H]
+}
+
+Status LlamaModel::CheckTokenIds(std::span<const int64_t> token_ids) const {
+  for (size_t t = 0; t < token_ids.size(); ++t) {
+    if (token_ids[t] < 0 || token_ids[t] >= config_.vocab_size) {
+      return Status::Invalid("token id {} at position {} is outside the vocabulary 0..{} of {}",
+                             token_ids[t], t, config_.vocab_size - 1, model_dir_);
+    }
+  }
+  return Status::OK();
 }
 
 Result<ForwardResult> LlamaModel::Forward(std::span<const int64_t> token_ids,
@@ -262,12 +298,7 @@ Result<ForwardResult> LlamaModel::Forward(std::span<const int64_t> token_ids,
                            "would reject it too, so drop or truncate such rows",
                            tokens, config_.max_position_embeddings, model_dir_);
   }
-  for (int64_t t = 0; t < tokens; ++t) {
-    if (token_ids[t] < 0 || token_ids[t] >= config_.vocab_size) {
-      return Status::Invalid("token id {} at position {} is outside the vocabulary 0..{} of {}",
-                             token_ids[t], t, config_.vocab_size - 1, model_dir_);
-    }
-  }
+  DF_RETURN_NOT_OK(CheckTokenIds(token_ids));
   ForwardResult result;
   DF_ASSIGN_OR_RAISE(result.layer_ids, CheckLayerIds(layer_ids));
 
@@ -307,6 +338,91 @@ Result<ForwardResult> LlamaModel::Forward(std::span<const int64_t> token_ids,
     return Status::Internal("forward pass of {} failed in libtorch: {}", model_dir_,
                             error.what_without_backtrace());
   }
+  return result;
+}
+
+Result<KvCache> LlamaModel::NewCache(int64_t capacity) const {
+  if (capacity < 1 || capacity > config_.max_position_embeddings) {
+    return Status::Invalid("KV cache capacity {} is invalid for {}: it must lie in 1..{} "
+                           "(max_position_embeddings)",
+                           capacity, model_dir_, config_.max_position_embeddings);
+  }
+  KvCache cache;
+  cache.capacity_ = capacity;
+  for (int64_t i = 0; i < num_layers(); ++i) {
+    auto shape = std::vector<int64_t>{config_.num_key_value_heads, capacity, config_.head_dim};
+    cache.keys_.push_back(torch::empty(shape, torch::kFloat32));
+    cache.values_.push_back(torch::empty(shape, torch::kFloat32));
+  }
+  return cache;
+}
+
+Result<ForwardResult> LlamaModel::ForwardIncremental(std::span<const int64_t> token_ids,
+                                                     std::span<const int64_t> layer_ids,
+                                                     KvCache& cache, bool compute_logits) const {
+  const int64_t tokens = static_cast<int64_t>(token_ids.size());
+  const int64_t offset = cache.length();
+  if (tokens == 0) return Status::Invalid("cannot run the model on an empty token sequence");
+  if (static_cast<int64_t>(cache.keys_.size()) != num_layers()) {
+    return Status::Invalid("KV cache has {} layers but {} has {}; create it with NewCache()",
+                           cache.keys_.size(), model_dir_, num_layers());
+  }
+  if (offset + tokens > cache.capacity()) {
+    return Status::Invalid("{} cached plus {} new tokens exceed the KV cache capacity {} of {}; "
+                           "create a larger cache or shorten the sequence",
+                           offset, tokens, cache.capacity(), model_dir_);
+  }
+  DF_RETURN_NOT_OK(CheckTokenIds(token_ids));
+  ForwardResult result;
+  DF_ASSIGN_OR_RAISE(result.layer_ids, CheckLayerIds(layer_ids));
+
+  try {
+    torch::NoGradGuard no_grad;
+    torch::Tensor ids = torch::from_blob(const_cast<int64_t*>(token_ids.data()), {tokens},
+                                         torch::kInt64);  // [T], read-only use
+    torch::Tensor positions = torch::arange(offset, offset + tokens, torch::kInt64);  // [T]
+    RotaryTables tables = ComputeRotaryTables(inverse_frequencies_, positions);
+    torch::Tensor residual = embed_tokens_.index_select(0, ids);  // [T, H]
+
+    std::vector<torch::Tensor> captured;
+    size_t next_slot = 0;
+    auto capture_if_requested = [&](int64_t layer_id) {
+      if (next_slot < result.layer_ids.size() && result.layer_ids[next_slot] == layer_id) {
+        captured.push_back(residual);
+        ++next_slot;
+      }
+    };
+
+    // Every layer shares the mask; a single new token needs none.
+    torch::Tensor causal_mask;
+    if (tokens > 1 || offset == 0) causal_mask = CausalMask(tokens, offset);
+
+    capture_if_requested(0);
+    for (int64_t i = 0; i < num_layers(); ++i) {
+      const DecoderLayerWeights& layer = layers_[i];
+      auto [q, k, v] = ProjectQkv(layer, RmsNorm(residual, layer.input_norm), tables);
+      cache.keys_[i].narrow(1, offset, tokens).copy_(k);
+      cache.values_[i].narrow(1, offset, tokens).copy_(v);
+      torch::Tensor all_keys = cache.keys_[i].narrow(1, 0, offset + tokens);      // [nKV, offset + T, d]
+      torch::Tensor all_values = cache.values_[i].narrow(1, 0, offset + tokens);  // [nKV, offset + T, d]
+      residual = residual + Attend(layer, q, all_keys, all_values, offset, causal_mask);
+      residual = residual + Mlp(layer, RmsNorm(residual, layer.post_attention_norm));
+      capture_if_requested(i + 1);
+    }
+
+    if (captured.empty()) {
+      result.hidden_states = torch::empty({tokens, 0, config_.hidden_size}, torch::kFloat32);
+    } else {
+      result.hidden_states = torch::stack(captured, /*dim=*/1);  // [T, L, H]
+    }
+    if (compute_logits) {
+      result.logits = torch::linear(RmsNorm(residual, final_norm_), lm_head_);  // [T, V]
+    }
+  } catch (const c10::Error& error) {
+    return Status::Internal("incremental forward pass of {} failed in libtorch: {}", model_dir_,
+                            error.what_without_backtrace());
+  }
+  cache.length_ = offset + tokens;
   return result;
 }
 

@@ -11,12 +11,15 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <array>
 #include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "draftforge/engine/model_config.h"
+#include "draftforge/engine/rope.h"
 #include "draftforge/util/status.h"
 
 namespace draftforge::engine {
@@ -45,6 +48,26 @@ struct ForwardResult {
   torch::Tensor logits;            // [T, V] float32; undefined unless requested
 };
 
+// Keys and values of every decoder layer for one sequence, after RoPE, in
+// buffers preallocated to a fixed capacity so that appending copies no older
+// entries. Entries at positions >= length() are stale and never read.
+class KvCache {
+ public:
+  int64_t length() const { return length_; }
+  int64_t capacity() const { return capacity_; }
+
+  // Drops the entries at positions >= `length`, for example the rejected part
+  // of a speculative proposal. A `length` above the current one is clamped.
+  void Truncate(int64_t length) { length_ = std::clamp<int64_t>(length, 0, length_); }
+
+ private:
+  friend class LlamaModel;
+  std::vector<torch::Tensor> keys_;    // per layer [nKV, capacity, d]
+  std::vector<torch::Tensor> values_;  // per layer [nKV, capacity, d]
+  int64_t length_ = 0;
+  int64_t capacity_ = 0;
+};
+
 class LlamaModel {
  public:
   // Loads DIR/config.json and the safetensors weights (model.safetensors, or
@@ -70,12 +93,39 @@ class LlamaModel {
                                 std::span<const int64_t> layer_ids,
                                 bool compute_logits = false) const;
 
+  // Returns an empty cache for up to `capacity` positions; Invalid when
+  // `capacity` is below 1 or above max_position_embeddings.
+  Result<KvCache> NewCache(int64_t capacity) const;
+
+  // Runs the model over `token_ids` at positions cache.length() ..
+  // cache.length() + T - 1, attending to the cached entries and to each other
+  // causally, and appends their keys and values to `cache`. The result is the
+  // same as rows cache.length() .. of Forward() over the whole sequence, up
+  // to float32 rounding because the matmuls see other shapes. Invalid, with
+  // the cache unchanged, when the sequence is empty, would overflow the
+  // cache, or contains an id outside the vocabulary.
+  Result<ForwardResult> ForwardIncremental(std::span<const int64_t> token_ids,
+                                           std::span<const int64_t> layer_ids, KvCache& cache,
+                                           bool compute_logits = false) const;
+
  private:
   LlamaModel() = default;
 
   torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight) const;
   torch::Tensor Attention(const DecoderLayerWeights& layer, const torch::Tensor& normed,
                           const torch::Tensor& positions) const;
+  // Projects `normed` [T, H] to q [nH, T, d] and k, v [nKV, T, d], with RoPE
+  // applied to q and k.
+  std::array<torch::Tensor, 3> ProjectQkv(const DecoderLayerWeights& layer, const torch::Tensor& normed,
+                                          const RotaryTables& tables) const;
+  // Runs causal grouped-query attention of q [nH, T, d] over keys and values
+  // [nKV, offset + T, d], where query t is at key position offset + t. Applies
+  // o_proj and returns [T, H]. Builds `causal_mask` [g T, offset + T] when it
+  // is undefined.
+  torch::Tensor Attend(const DecoderLayerWeights& layer, const torch::Tensor& q, const torch::Tensor& k,
+                       const torch::Tensor& v, int64_t offset, torch::Tensor causal_mask = {}) const;
+  torch::Tensor CausalMask(int64_t tokens, int64_t offset) const;
+  Status CheckTokenIds(std::span<const int64_t> token_ids) const;
   torch::Tensor Mlp(const DecoderLayerWeights& layer, const torch::Tensor& normed) const;
 
   std::string model_dir_;
