@@ -244,6 +244,42 @@ TEST_F(OnlineTrain, TwoRanksShareServerWithoutDuplicates) {
   EXPECT_TRUE(StrayFiles(hs).empty());
 }
 
+TEST_F(OnlineTrain, FilesOfOtherLayerIdsAreRejected) {
+  auto generate = RunDraftforge({"generate", "--model", model_, "--preprocessed-data", Data().string(),
+                                 "--layer-ids", "1", "2", "3", "4"});
+  ASSERT_EQ(generate.exit_code, 0) << generate.output;
+  for (const std::string policy : {"raise", "generate"}) {
+    auto run = Train("other_ids_" + policy, {"--on-missing", policy, "--epochs", "1"});
+    EXPECT_EQ(run.exit_code, 1) << run.output;
+    EXPECT_TRUE(Contains(run.output, "captured at layer ids [1, 2, 3, 4]")) << run.output;
+    EXPECT_TRUE(Contains(run.output, "Pass --layer-ids 1 2 3 4")) << run.output;
+  }
+}
+
+TEST_F(OnlineTrain, ServerOfOtherLayerIdsIsRejected) {
+  testing::ServeProcess server(work_.path(), model_,
+                               {"--layer-ids", "1", "2", "3", "4", "--hidden-states-path",
+                                (work_.path() / "server_files").string()});
+  ASSERT_TRUE(server.ok()) << server.Log();
+  auto run = Train("online", {"--vllm-endpoint", server.url(), "--epochs", "1"});
+  EXPECT_EQ(run.exit_code, 1) << run.output;
+  EXPECT_TRUE(Contains(run.output, "captures layer ids [1, 2, 3, 4] but [1, 2, 3, 5] are expected")) << run.output;
+}
+
+TEST_F(OnlineTrain, FailedGenerationExitsNonZero) {
+  // Every 5th response carries other prompt ids, which the client rejects
+  // without retrying, so 8 of the 40 samples fail.
+  testing::ServeProcess server(work_.path(), model_,
+                               {"--layer-ids", "1", "2", "3", "5", "--hidden-states-path",
+                                (work_.path() / "server_files").string(), "--test-wrong-prompt-ids-every", "5"});
+  ASSERT_TRUE(server.ok()) << server.Log();
+  auto run = Train("online", {"--vllm-endpoint", server.url(), "--epochs", "1"});
+  EXPECT_EQ(run.exit_code, 1) << run.output;
+  EXPECT_TRUE(Contains(run.output, "8 failed")) << run.output;
+  EXPECT_TRUE(Contains(run.output, "8 hidden-states samples could not be generated")) << run.output;
+  EXPECT_TRUE(fs::exists(work_.path() / "online" / "ckpt" / "0" / "model.safetensors"));
+}
+
 TEST_F(OnlineTrain, ServerWithOtherModelNameFailsWithHint) {
   testing::ServeProcess server(work_.path(), model_,
                                {"--layer-ids", "1", "2", "3", "5", "--served-model-name", "other-name",
@@ -295,10 +331,14 @@ TEST_F(OnlineTrain, DamagedFileIsGeneratedAgain) {
   const std::string good = ReadFileText(file);
   fs::resize_file(file, good.size() / 2);
 
-  // Without generation the damaged file is reported and its sample skipped.
+  // Without generation the damaged file is reported and its sample skipped,
+  // or, under raise, the run fails.
   auto warn = Train("warn", {"--on-missing", "warn", "--epochs", "1"});
   ASSERT_EQ(warn.exit_code, 0) << warn.output;
   EXPECT_TRUE(Contains(warn.output, "skipping dataset row 5: " + file.string())) << warn.output;
+  auto raise = Train("raise", {"--on-missing", "raise", "--epochs", "1"});
+  EXPECT_EQ(raise.exit_code, 1) << raise.output;
+  EXPECT_TRUE(Contains(raise.output, "dataset row 5 (--on-missing raise)")) << raise.output;
 
   // With generation it is reported, generated again and replaced.
   auto regenerate = Train("regenerate", {"--on-generate", "cache", "--epochs", "1"});

@@ -116,6 +116,7 @@ Status RunRemoteGenerate(const GenerateFlags& flags) {
   client_options.backoff = Milliseconds(flags.retry_backoff_seconds);
   client_options.lock_timeout = Milliseconds(flags.lock_timeout_seconds);
   client_options.num_layers = static_cast<int64_t>(layer_ids.size());
+  client_options.layer_ids = layer_ids;
   if (config) client_options.hidden_size = config->hidden_size;
   client_options.dtype = dtype;
   DF_ASSIGN_OR_RAISE(auto client, hidden_states::HiddenStatesClient::Connect(client_options));

@@ -116,8 +116,9 @@ void AddFlags(CLI::App& command, TrainFlags& flags) {
       ->capture_default_str();
   command.add_option("--on-missing", o.on_missing,
                      "When a hidden-states file is missing: generate it (with --vllm-endpoint servers, else the "
-                     "embedded engine on the verifier), skip, warn (skip with a warning) or raise. generate also "
-                     "replaces damaged files")
+                     "embedded engine on the verifier), skip, warn (skip with a warning) or raise (also on a "
+                     "rejected file). generate also replaces unreadable or damaged files; a file of other token "
+                     "ids is skipped with a warning")
       ->check(CLI::IsMember({"generate", "skip", "warn", "raise"}))
       ->capture_default_str();
   command.add_option("--on-generate", o.on_generate,

@@ -56,6 +56,14 @@ Result<CaptureSettings> ReadSettingsFile(const std::string& path) {
 
 }  // namespace
 
+Result<std::optional<CaptureSettings>> ReadCaptureSettings(const std::string& dir) {
+  const std::string path = (fs::path(dir) / kGenerateSettingsFileName).string();
+  std::error_code error;
+  if (!fs::exists(path, error)) return std::optional<CaptureSettings>();
+  DF_ASSIGN_OR_RAISE(CaptureSettings stored, ReadSettingsFile(path));
+  return std::optional<CaptureSettings>(std::move(stored));
+}
+
 Status CheckOrWriteSettings(const std::string& output_dir, const CaptureSettings& current,
                             bool has_existing_files) {
   const std::string path = (fs::path(output_dir) / kGenerateSettingsFileName).string();
@@ -65,8 +73,8 @@ Status CheckOrWriteSettings(const std::string& output_dir, const CaptureSettings
     if (stored == current) return Status::OK();
     return Status::Invalid(
         "{} contains hidden states generated with {}, but this run requests {}; mixing them "
-        "would give the draft inconsistent inputs. Pass another --output, or delete {} to "
-        "regenerate everything with the new settings",
+        "would give the draft inconsistent inputs. Use another directory (generate --output, "
+        "train --hidden-states-path), or delete {} to regenerate everything with the new settings",
         output_dir, stored.ToString(), current.ToString(), output_dir);
   }
   if (has_existing_files) {

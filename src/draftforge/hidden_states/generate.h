@@ -72,6 +72,9 @@ Result<c10::ScalarType> ChooseHiddenStatesDtype(const std::string& flag_value,
 // Returns "float32", "bfloat16", "float16", or libtorch's name of other types.
 std::string DtypeName(torch::Dtype dtype);
 
+// Reads DIR/draftforge_generate.json; nullopt when the file does not exist.
+Result<std::optional<CaptureSettings>> ReadCaptureSettings(const std::string& dir);
+
 // Fails when OUTPUT/draftforge_generate.json records other settings than
 // `current`. Writes the file when it is absent and the directory has no hs
 // files yet. When hs files exist without it (output of vLLM or of an older

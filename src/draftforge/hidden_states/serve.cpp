@@ -212,6 +212,8 @@ void HiddenStatesServer::Impl::HandleModels(httplib::Response& response) const {
                          .count();
   model["owned_by"] = "draftforge";
   model["root"] = options.model_dir;
+  // Not part of vLLM's answer: lets draftforge clients check the capture ids.
+  model["draftforge_layer_ids"] = layer_ids;
   model["parent"] = nullptr;
   model["max_model_len"] = config.max_position_embeddings;
   ordered_json body;

@@ -1,6 +1,7 @@
 #include "draftforge/hidden_states/vllm_client.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -152,7 +153,8 @@ struct HiddenStatesClient::Impl {
   std::unique_ptr<httplib::Client> NewConnection(const Endpoint& endpoint) const;
   void ReleaseConnection(Endpoint& endpoint, std::unique_ptr<httplib::Client> client) const;
   Endpoint& ChooseEndpoint(const Endpoint* avoid) const;
-  Result<std::string> FetchModelId(Endpoint& endpoint) const;
+  // The served model id and, from `draftforge serve`, its capture layer ids.
+  Result<std::pair<std::string, std::optional<std::vector<int64_t>>>> FetchModelId(Endpoint& endpoint) const;
   std::optional<AttemptError> Attempt(Endpoint& endpoint, int64_t index,
                                       std::span<const int64_t> ids, const std::string& dest_path,
                                       SampleOutput& output);
@@ -315,7 +317,8 @@ Endpoint& HiddenStatesClient::Impl::ChooseEndpoint(const Endpoint* avoid) const 
   return *best;
 }
 
-Result<std::string> HiddenStatesClient::Impl::FetchModelId(Endpoint& endpoint) const {
+Result<std::pair<std::string, std::optional<std::vector<int64_t>>>> HiddenStatesClient::Impl::FetchModelId(
+    Endpoint& endpoint) const {
   Status last;
   for (int attempt = 0; attempt <= options.max_retries; ++attempt) {
     if (attempt > 0) std::this_thread::sleep_for(options.backoff * (1 << (attempt - 1)));
@@ -340,7 +343,12 @@ Result<std::string> HiddenStatesClient::Impl::FetchModelId(Endpoint& endpoint) c
       return Status::Invalid("GET {}/models returned no data[0].id; is this a vLLM server? Body: {}",
                              endpoint.url, response->body.substr(0, 300));
     }
-    return body["data"][0]["id"].get<std::string>();
+    std::optional<std::vector<int64_t>> layer_ids;
+    const json& model = body["data"][0];
+    if (model.contains("draftforge_layer_ids") && model["draftforge_layer_ids"].is_array()) {
+      layer_ids = model["draftforge_layer_ids"].get<std::vector<int64_t>>();
+    }
+    return std::make_pair(model["id"].get<std::string>(), layer_ids);
   }
   return last;
 }
@@ -365,11 +373,23 @@ Result<std::unique_ptr<HiddenStatesClient>> HiddenStatesClient::Connect(
     impl->endpoints.push_back(std::move(endpoint));
   }
   for (const auto& endpoint : impl->endpoints) {
-    DF_ASSIGN_OR_RAISE(std::string id, impl->FetchModelId(*endpoint));
+    DF_ASSIGN_OR_RAISE(auto served, impl->FetchModelId(*endpoint));
+    const std::string& id = served.first;
+    if (options.layer_ids && served.second && *served.second != *options.layer_ids) {
+      return Status::Invalid("{} captures layer ids [{}] but [{}] are expected; restart the server with "
+                             "--layer-ids {}, or pass the server's ids",
+                             endpoint->url, fmt::join(*served.second, ", "), fmt::join(*options.layer_ids, ", "),
+                             fmt::join(*options.layer_ids, " "));
+    }
+    if (options.layer_ids && !served.second) {
+      spdlog::info("{} does not report its capture layer ids (vLLM does not); they must be [{}], as set with "
+                   "`draftforge launch-vllm --layers`",
+                   endpoint->url, fmt::join(*options.layer_ids, ", "));
+    }
     const std::string& expected = impl->model.empty() ? options.expected_model : impl->model;
     if (!expected.empty() && id != expected) {
       return Status::Invalid("{} serves model '{}' but '{}' is expected; start the server with "
-                             "--served-model-name '{}' or pass --model '{}'",
+                             "--served-model-name '{}' (`draftforge generate` may instead take --model '{}')",
                              endpoint->url, id, expected, expected, id);
     }
     impl->model = id;

@@ -48,6 +48,9 @@ struct ClientOptions {
   std::optional<int64_t> num_layers;   // L, the number of configured layer ids
   std::optional<int64_t> hidden_size;  // H
   std::optional<torch::Dtype> dtype;   // stored dtype of hidden_states
+  // Capture layer ids, ascending. Connect() fails for a server that reports
+  // other ones (`draftforge serve` does; vLLM does not, so nothing is checked).
+  std::optional<std::vector<int64_t>> layer_ids;
 };
 
 // What one successful Generate() produced.

@@ -1,5 +1,6 @@
 #include "draftforge/train/sample_loader.h"
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
@@ -75,6 +76,9 @@ Result<std::optional<hidden_states::HiddenStatesFile>> ObtainHiddenStates(const 
       }
     }
     return generated;
+  }
+  if (source.on_missing == MissingFilePolicy::kRaise) {
+    return file.status().WithContext(fmt::format("dataset row {} (--on-missing raise)", row));
   }
   spdlog::warn("skipping dataset row {}: {}", row, file.status().message());
   return Optional();

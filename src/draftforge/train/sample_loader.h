@@ -3,11 +3,11 @@
 //
 // A missing file is generated (kGenerate, see online_hidden_states.h),
 // skipped silently (kSkip), skipped with a warning (kWarn) or an error
-// (kRaise). Under kGenerate a damaged file (Corrupt: unreadable, truncated,
+// (kRaise, which also fails on every file it rejects). Under kGenerate a damaged file (Corrupt: unreadable, truncated,
 // non-finite values) is reported and generated again as well.
 //
-// A sample is skipped (nullopt, with a warning that names the row and file)
-// when its file is damaged and not generated again, when generating it
+// Otherwise a sample is skipped (nullopt, with a warning that names the row
+// and file) when its file is damaged and not generated again, when generating it
 // failed, when its row count or token ids differ from the dataset row (the
 // dataset changed after the files were made: regenerate them), or when it
 // has fewer than 2 tokens.
@@ -43,7 +43,7 @@ struct SampleSource {
 };
 
 // Loads global row `row`, drawing its noise from `generator` (torch's global
-// generator when empty). Errors for a missing file under kRaise, and under
+// generator when empty). Errors for a missing or rejected file under kRaise, and under
 // kGenerate when the generator cannot be built (model or servers unusable).
 Result<std::optional<ShiftedSample>> LoadSample(const SampleSource& source, int64_t row,
                                                 c10::optional<at::Generator> generator = c10::nullopt);

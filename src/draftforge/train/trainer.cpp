@@ -306,6 +306,9 @@ class Trainer {
   // Logs and records what on-demand generation did in `epoch`.
   Status LogGeneration(int64_t epoch);
   Status MakeGenerator(const std::string& hidden_states_dir);
+  // Fails when draftforge_generate.json in the hidden-states directory
+  // records other layer ids than the run's; warns for another model.
+  Status CheckCaptureSettings(const std::string& hidden_states_dir);
 
   TrainOptions options_;
   engine::ModelConfig verifier_;
@@ -328,6 +331,7 @@ class Trainer {
   std::unique_ptr<LazyGenerator> generator_;  // set under --on-missing generate
   TrainingState state_;
   int64_t steps_this_run_ = 0;
+  int64_t generation_failures_ = 0;  // samples whose generation failed, over the whole run
   int64_t batches_done_ = 0;
   bool stop_ = false;
   std::unique_ptr<DataParallel> parallel_;
@@ -413,6 +417,7 @@ Status Trainer::OpenData() {
   train_source_.rounding_dtype = rounding;
   train_source_.noise_std = options_.noise_std;
   train_source_.on_missing = on_missing;
+  DF_RETURN_NOT_OK(CheckCaptureSettings(train_source_.hidden_states_dir));
   if (on_missing == MissingFilePolicy::kGenerate) {
     DF_RETURN_NOT_OK(MakeGenerator(train_source_.hidden_states_dir));
     train_source_.generator = generator_.get();
@@ -432,6 +437,27 @@ Status Trainer::OpenData() {
   return Status::OK();
 }
 
+Status Trainer::CheckCaptureSettings(const std::string& hidden_states_dir) {
+  DF_ASSIGN_OR_RAISE(std::optional<hidden_states::CaptureSettings> stored,
+                     hidden_states::ReadCaptureSettings(hidden_states_dir));
+  if (!stored) return Status::OK();
+  if (stored->layer_ids != layer_ids_) {
+    return Status::Invalid("{} holds hidden states captured at layer ids {} (see its {}), but this run trains with "
+                           "layer ids {}; the draft would learn from other layers. Pass --layer-ids {} to train on "
+                           "these files, or point --hidden-states-path at files captured with the run's ids",
+                           hidden_states_dir, stored->layer_ids, hidden_states::kGenerateSettingsFileName,
+                           layer_ids_, fmt::join(stored->layer_ids, " "));
+  }
+  std::error_code error;
+  const std::string verifier = fs::weakly_canonical(options_.verifier_path, error).string();
+  if (!error && stored->model_dir != verifier) {
+    spdlog::warn("{} holds hidden states of the model {}, but the verifier is {}; train only on hidden states of "
+                 "the verifier itself",
+                 hidden_states_dir, stored->model_dir, verifier);
+  }
+  return Status::OK();
+}
+
 Status Trainer::MakeGenerator(const std::string& hidden_states_dir) {
   DF_ASSIGN_OR_RAISE(GeneratedFilePolicy policy, ParseGeneratedFilePolicy(options_.on_generate));
   LazyGenerator::Factory factory;
@@ -439,8 +465,13 @@ Status Trainer::MakeGenerator(const std::string& hidden_states_dir) {
     EngineGeneratorOptions engine;
     engine.model_dir = options_.verifier_path;
     engine.layer_ids = layer_ids_;
+    // Cached files take the dtype of the files already in the directory, so
+    // hybrid runs can fill the gaps of a directory of another dtype.
+    DF_ASSIGN_OR_RAISE(std::optional<hidden_states::CaptureSettings> stored,
+                       hidden_states::ReadCaptureSettings(hidden_states_dir));
     DF_ASSIGN_OR_RAISE(engine.stored_dtype,
-                       hidden_states::ChooseHiddenStatesDtype("", verifier_.torch_dtype, options_.verifier_path));
+                       hidden_states::ChooseHiddenStatesDtype(stored ? stored->dtype : "", verifier_.torch_dtype,
+                                                             options_.verifier_path));
     engine.policy = policy;
     engine.hidden_states_dir = hidden_states_dir;
     factory = [engine] { return MakeEngineGenerator(engine); };
@@ -450,6 +481,7 @@ Status Trainer::MakeGenerator(const std::string& hidden_states_dir) {
     client.expected_model = options_.verifier_path;
     client.timeout = std::chrono::milliseconds(static_cast<int64_t>(options_.request_timeout_seconds * 1000));
     client.num_layers = 4;
+    client.layer_ids = layer_ids_;
     client.hidden_size = verifier_.hidden_size;
     factory = [client, policy] { return MakeServerGenerator(client, policy); };
   }
@@ -481,6 +513,7 @@ Status Trainer::LogGeneration(int64_t epoch) {
                            {"data/generated", generated},        {"data/generated_cached", counts.cached.load()},
                            {"data/replaced_damaged", counts.replaced.load()}, {"data/generate_failed", counts.failed.load()}};
   DF_RETURN_NOT_OK(LogMetrics(record));
+  generation_failures_ += counts.failed;
   counts.Reset();
   return Status::OK();
 }
@@ -860,6 +893,15 @@ Status Trainer::RunJob() {
     }
   }
   if (stop_) spdlog::info("stopped after --max-steps {} at the end of epoch {}", *options_.max_steps, state_.epoch);
+  if (generation_failures_ > 0) {
+    // The checkpoints are kept, but the exit code must not tell a pipeline
+    // that every row trained.
+    return Status::Network("{} hidden-states samples could not be generated and were left out of their epochs (the "
+                           "warnings above name each row); the checkpoints are saved. To train on every row, fix "
+                           "the cause (server reachability, --request-timeout) and fill the gaps with `draftforge "
+                           "generate`, then train again with --no-resume-from-checkpoint",
+                           generation_failures_);
+  }
   return Status::OK();
 }
 
