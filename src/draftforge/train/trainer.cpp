@@ -528,14 +528,22 @@ Status Trainer::Resume() {
   std::optional<int64_t> last = FindLastEpoch(options_.save_path);
   if (!last) return Status::OK();
   DF_ASSIGN_OR_RAISE(TrainingState loaded, LoadCheckpoint(options_.save_path, *last, *model_, *optimizer_));
-  if (loaded.world_size != parallel_->world_size() ||
-      loaded.gradient_accumulation_steps != options_.gradient_accumulation_steps) {
-    return Status::Invalid("{}/{} was written by a run with {} ranks and --gradient-accumulation-steps {}, but this "
-                           "run has {} ranks and --gradient-accumulation-steps {}; the batches of an epoch depend "
-                           "on both, so resume with the same values, or pass --no-resume-from-checkpoint or "
-                           "another --save-path",
+  const bool same_layout = loaded.world_size == parallel_->world_size() &&
+                           loaded.gradient_accumulation_steps == options_.gradient_accumulation_steps;
+  if (!same_layout && !loaded.epoch_complete) {
+    return Status::Invalid("{}/{} is a partial epoch of a run with {} ranks and --gradient-accumulation-steps {}, "
+                           "but this run has {} ranks and --gradient-accumulation-steps {}; the batches of an "
+                           "epoch depend on both, so finish the epoch with the same values, or resume from the "
+                           "epoch before it (delete {}/{}), or pass another --save-path "
+                           "(--no-resume-from-checkpoint deletes every epoch folder)",
                            options_.save_path, *last, loaded.world_size, loaded.gradient_accumulation_steps,
-                           parallel_->world_size(), options_.gradient_accumulation_steps);
+                           parallel_->world_size(), options_.gradient_accumulation_steps, options_.save_path, *last);
+  }
+  if (!same_layout) {
+    spdlog::warn("{}/{} was written with {} ranks x {} accumulation steps, this run uses {} x {}: the rows per "
+                 "optimizer step change from here on, and the learning-rate schedule keeps its step count",
+                 options_.save_path, *last, loaded.world_size, loaded.gradient_accumulation_steps,
+                 parallel_->world_size(), options_.gradient_accumulation_steps);
   }
   state_ = loaded;
   if (state_.epoch_complete) {
@@ -546,7 +554,12 @@ Status Trainer::Resume() {
                  "of epoch {}",
                  options_.save_path, *last, state_.epoch, state_.batches_done, state_.global_step, state_.epoch);
   }
-  return Status::OK();
+  // Steps after the checkpoint ran before in the interrupted run and appear
+  // again below this record; readers keep the later copy.
+  return LogMetrics({{"event", "resume"},
+                     {"step", state_.global_step},
+                     {"epoch", state_.epoch},
+                     {"checkpoint", fmt::format("{}/{}", options_.save_path, *last)}});
 }
 
 Status Trainer::SynchronizeRanks() {
