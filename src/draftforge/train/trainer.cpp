@@ -342,7 +342,20 @@ Status Trainer::Setup() {
   torch::manual_seed(options_.seed);
   DF_ASSIGN_OR_RAISE(verifier_, engine::ModelConfig::Load(options_.verifier_path));
   DF_ASSIGN_OR_RAISE(layer_ids_, ResolveLayerIds(options_, verifier_.num_hidden_layers));
-  DF_ASSIGN_OR_RAISE(mapping_, ResolveVocabMapping(options_, verifier_.vocab_size));
+  DF_ASSIGN_OR_RAISE(device_, ResolveDevice(options_.device));
+  DF_ASSIGN_OR_RAISE(std::optional<DistributedEnv> env, ReadDistributedEnv());
+  auto timeout = std::chrono::milliseconds(static_cast<int64_t>(options_.distributed_timeout_seconds * 1000));
+  DF_ASSIGN_OR_RAISE(parallel_, DataParallel::Connect(env, timeout, device_));
+  // Rank 0 resolves the mapping first, because it may cache d2t.npy and
+  // t2d.npy in the data directory, and a rank reading them mid-write would
+  // find only one of the two.
+  if (parallel_->is_main()) {
+    DF_ASSIGN_OR_RAISE(mapping_, ResolveVocabMapping(options_, verifier_.vocab_size));
+  }
+  DF_RETURN_NOT_OK(parallel_->Barrier("vocabulary mapping"));
+  if (!parallel_->is_main()) {
+    DF_ASSIGN_OR_RAISE(mapping_, ResolveVocabMapping(options_, verifier_.vocab_size));
+  }
   DraftOptions draft_options;
   draft_options.arch = options_.draft_arch;
   draft_options.num_layers = options_.num_layers;
@@ -350,10 +363,6 @@ Status Trainer::Setup() {
   draft_options.norm_before_residual = options_.norm_before_residual;
   draft_options.norm_before_fc = options_.norm_before_fc;
   DF_ASSIGN_OR_RAISE(draft_config_, MakeDraftConfig(verifier_, draft_options));
-  DF_ASSIGN_OR_RAISE(device_, ResolveDevice(options_.device));
-  DF_ASSIGN_OR_RAISE(std::optional<DistributedEnv> env, ReadDistributedEnv());
-  auto timeout = std::chrono::milliseconds(static_cast<int64_t>(options_.distributed_timeout_seconds * 1000));
-  DF_ASSIGN_OR_RAISE(parallel_, DataParallel::Connect(env, timeout, device_));
   state_.world_size = parallel_->world_size();
   state_.gradient_accumulation_steps = options_.gradient_accumulation_steps;
 
