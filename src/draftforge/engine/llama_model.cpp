@@ -326,19 +326,25 @@ Result<ForwardResult> LlamaModel::Forward(std::span<const int64_t> token_ids,
       capture_if_requested(i + 1);
     }
 
-    if (captured.empty()) {
-      result.hidden_states = torch::empty({tokens, 0, config_.hidden_size}, torch::kFloat32);
-    } else {
-      result.hidden_states = torch::stack(captured, /*dim=*/1);  // [T, L, H]
-    }
-    if (compute_logits) {
-      result.logits = torch::linear(RmsNorm(residual, final_norm_), lm_head_);  // [T, V]
-    }
+    AssembleOutputs(captured, residual, compute_logits, result);
   } catch (const c10::Error& error) {
     return Status::Internal("forward pass of {} failed in libtorch: {}", model_dir_,
                             error.what_without_backtrace());
   }
   return result;
+}
+
+void LlamaModel::AssembleOutputs(const std::vector<torch::Tensor>& captured, const torch::Tensor& residual,
+                                 bool compute_logits, ForwardResult& result) const {
+  const int64_t tokens = residual.size(0);
+  if (captured.empty()) {
+    result.hidden_states = torch::empty({tokens, 0, config_.hidden_size}, torch::kFloat32);
+  } else {
+    result.hidden_states = torch::stack(captured, /*dim=*/1);  // [T, L, H]
+  }
+  if (compute_logits) {
+    result.logits = torch::linear(RmsNorm(residual, final_norm_), lm_head_);  // [T, V]
+  }
 }
 
 Result<KvCache> LlamaModel::NewCache(int64_t capacity) const {
@@ -410,14 +416,7 @@ Result<ForwardResult> LlamaModel::ForwardIncremental(std::span<const int64_t> to
       capture_if_requested(i + 1);
     }
 
-    if (captured.empty()) {
-      result.hidden_states = torch::empty({tokens, 0, config_.hidden_size}, torch::kFloat32);
-    } else {
-      result.hidden_states = torch::stack(captured, /*dim=*/1);  // [T, L, H]
-    }
-    if (compute_logits) {
-      result.logits = torch::linear(RmsNorm(residual, final_norm_), lm_head_);  // [T, V]
-    }
+    AssembleOutputs(captured, residual, compute_logits, result);
   } catch (const c10::Error& error) {
     return Status::Internal("incremental forward pass of {} failed in libtorch: {}", model_dir_,
                             error.what_without_backtrace());

@@ -112,6 +112,10 @@ class LlamaModel {
   LlamaModel() = default;
 
   torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight) const;
+  // Stacks the captured residual streams [T, H] into result.hidden_states
+  // [T, L, H], and adds the logits of `residual` [T, H] when requested.
+  void AssembleOutputs(const std::vector<torch::Tensor>& captured, const torch::Tensor& residual,
+                       bool compute_logits, ForwardResult& result) const;
   torch::Tensor Attention(const DecoderLayerWeights& layer, const torch::Tensor& normed,
                           const torch::Tensor& positions) const;
   // Projects `normed` [T, H] to q [nH, T, d] and k, v [nKV, T, d], with RoPE
