@@ -6,6 +6,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <array>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -191,12 +192,17 @@ TEST(ChainAccuracy, Toy) {
   torch::Tensor target_tensor = torch::tensor(target);
   const std::vector<double> full = {0.7999984000032001, 0.39999920000160005, 0.24999937500156252};
   const std::vector<double> cond = {0.7999984000032001, 0.6666644444518518, 0.49999750001249993};
+  // The counts behind the ratios: num, sum of m_k, chains alive before step k.
+  const std::vector<std::array<double, 3>> counts = {{4, 5, 5}, {2, 5, 3}, {1, 4, 2}};
   for (int64_t k = 0; k < 3; ++k) {
     int64_t n = 6 - k;
     StepMetrics metrics = UpdateChainAccuracy(torch::tensor(drafts[k]).narrow(0, 0, n), target_tensor.narrow(0, k, n),
                                               mask.narrow(0, k, n), alive);
     EXPECT_NEAR(metrics.full_acc, full[k], 1e-15) << "step " << k;
     EXPECT_NEAR(metrics.cond_acc, cond[k], 1e-15) << "step " << k;
+    EXPECT_EQ(metrics.correct, counts[k][0]) << "step " << k;
+    EXPECT_EQ(metrics.counted, counts[k][1]) << "step " << k;
+    EXPECT_EQ(metrics.alive_before, counts[k][2]) << "step " << k;
   }
 }
 

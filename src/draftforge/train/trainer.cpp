@@ -766,6 +766,10 @@ Result<std::optional<double>> Trainer::ValidateEpoch(int64_t epoch) {
   // a usable sample, with one reduction per epoch.
   const std::vector<std::string> metric_names = StepMetricNames(options_.ttt_steps);
   std::map<std::string, double> sums;
+  // Per step: correct chains, counted slots and chains alive before the step,
+  // summed over rows, for the token-weighted accuracies of speculators' later
+  // versions (the plain means above are the original ones).
+  std::vector<double> counts(3 * options_.ttt_steps, 0.0);
   int64_t counted_rows = 0;
   ProgressBar progress(fmt::format("validate epoch {}", epoch), loader.size(), "batches");
   for (int64_t b = 0; b < loader.size(); ++b) {
@@ -773,6 +777,11 @@ Result<std::optional<double>> Trainer::ValidateEpoch(int64_t epoch) {
     if (batch.num_samples > 0) {
       TttOutput output = RunTtt(*model_, batch.To(device_), ttt);
       for (const auto& [name, value] : StepMetricMap(output)) sums[name] += value;
+      for (size_t k = 0; k < output.steps.size(); ++k) {
+        counts[3 * k] += output.steps[k].correct;
+        counts[3 * k + 1] += output.steps[k].counted;
+        counts[3 * k + 2] += output.steps[k].alive_before;
+      }
       counted_rows += 1;
     }
     progress.Advance(1, batch.num_tokens());
@@ -780,6 +789,7 @@ Result<std::optional<double>> Trainer::ValidateEpoch(int64_t epoch) {
   progress.Finish();
   std::vector<double> packed;
   for (const std::string& name : metric_names) packed.push_back(sums[name]);
+  packed.insert(packed.end(), counts.begin(), counts.end());
   packed.push_back(static_cast<double>(counted_rows));
   DF_ASSIGN_OR_RAISE(packed, SumOverRanks(*parallel_, packed, "validation metric all-reduce"));
   counted_rows = static_cast<int64_t>(packed.back());
@@ -794,6 +804,11 @@ Result<std::optional<double>> Trainer::ValidateEpoch(int64_t epoch) {
   for (size_t i = 0; i < metric_names.size(); ++i) epoch_metrics[metric_names[i]] = packed[i] / counted_rows;
   nlohmann::json record = {{"step", state_.global_step}, {"epoch", epoch}};
   for (const auto& [name, value] : epoch_metrics) record["val/" + name + "_epoch"] = value;
+  for (int64_t k = 0; k < options_.ttt_steps; ++k) {
+    const size_t base = metric_names.size() + 3 * k;
+    record[fmt::format("val/full_acc_{}_token_weighted_epoch", k)] = packed[base] / (packed[base + 1] + 1e-5);
+    record[fmt::format("val/cond_acc_{}_token_weighted_epoch", k)] = packed[base] / (packed[base + 2] + 1e-5);
+  }
   DF_RETURN_NOT_OK(LogMetrics(record));
   spdlog::info("epoch {} validation: {}", epoch, ProgressSuffix(epoch_metrics, options_.ttt_steps));
   if (!std::isfinite(epoch_metrics.at("loss"))) {

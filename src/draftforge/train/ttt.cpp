@@ -44,6 +44,9 @@ StepMetrics UpdateChainAccuracy(const torch::Tensor& draft_argmax, const torch::
   StepMetrics metrics;
   metrics.full_acc = numerator / (full_denominator + 1e-5);
   metrics.cond_acc = numerator / (conditional_denominator + 1e-5);
+  metrics.correct = numerator;
+  metrics.counted = full_denominator;
+  metrics.alive_before = conditional_denominator;
   return metrics;
 }
 

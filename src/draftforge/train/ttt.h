@@ -31,6 +31,10 @@ struct StepMetrics {
   double loss = 0;      // step_loss_k, decay included
   double full_acc = 0;  // num / (sum of m_k + 1e-5)
   double cond_acc = 0;  // num / (chains alive before the step + 1e-5)
+  // The counts behind the ratios, for token-weighted means over rows.
+  double correct = 0;           // num
+  double counted = 0;           // sum of m_k
+  double alive_before = 0;      // chains alive before the step
 };
 
 struct TttOutput {
