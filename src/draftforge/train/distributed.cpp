@@ -167,9 +167,10 @@ Result<std::unique_ptr<DataParallel>> DataParallel::Connect(const std::optional<
     }
 #endif
   } catch (const std::exception& error) {
-    return Status::IOError("rank {} could not connect its process group to the other {} ranks: {}; check that "
-                           "every rank can reach the others' addresses (GLOO_SOCKET_IFNAME selects the interface)",
-                           env->rank, env->world_size - 1, error.what());
+    return Status::IOError("rank {} could not connect its process group to the other {} of {} ranks: {}; check "
+                           "that every rank started and can reach the others' addresses (GLOO_SOCKET_IFNAME "
+                           "selects the interface)",
+                           env->rank, env->world_size - 1, env->world_size, error.what());
   }
   spdlog::info("rank {} of {} connected (local rank {}, backend {})", env->rank, env->world_size, env->local_rank,
                impl.gloo ? "gloo" : "nccl");
@@ -486,8 +487,8 @@ Status LaunchRanks(const LaunchOptions& options, const std::vector<std::string>&
       const bool failed = !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
       if (failed && !first_failure && forwarded_signal == 0) {
         first_failure = {rank, DescribeExit(status)};
-        spdlog::error("launcher: rank {} (pid {}) {}; stopping the other {} ranks", rank, pid, DescribeExit(status),
-                      running.size());
+        spdlog::error("launcher: rank {} (pid {}) {}; stopping the remaining ranks ({} running)", rank, pid,
+                      DescribeExit(status), running.size());
         stop_others(SIGTERM);
         kill_pending = true;
         kill_deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
@@ -498,8 +499,8 @@ Status LaunchRanks(const LaunchOptions& options, const std::vector<std::string>&
       continue;
     }
     if (kill_pending && Clock::now() >= kill_deadline) {
-      spdlog::error("launcher: {} ranks still run {} s after the failure; killing them", running.size(),
-                    options.stop_grace_seconds);
+      spdlog::error("launcher: ranks still running {} s after the failure ({} of them); killing them",
+                    options.stop_grace_seconds, running.size());
       stop_others(SIGKILL);
       kill_pending = false;
     }
