@@ -201,6 +201,26 @@ TEST(EvalCli, TinyTrainedDraftMatchesGreedy) {
   EXPECT_GT(report["accepted_draft_tokens"].get<int64_t>(), 20);
   EXPECT_EQ(report["position_acceptance_rate"].size(), 3u);
   EXPECT_GT(report["speculative"]["tokens_per_second"].get<double>(), 0.0);
+
+  // Bad settings fail before any decode: a K past the context, and an
+  // --output that is a directory.
+  const std::vector<std::string> base = {"--threads", "1", "eval", "--verifier", model.string(), "--draft",
+                                         (checkpoints / "0").string(), "--prompts", greedy.string(),
+                                         "--max-new-tokens", "8"};
+  auto huge_k = base;
+  huge_k.insert(huge_k.end(), {"--num-speculative-tokens", "3000000000"});
+  auto too_long = RunDraftforge(huge_k);
+  EXPECT_EQ(too_long.exit_code, 1) << too_long.output;
+  EXPECT_NE(too_long.output.find("plus 3000000000 speculative tokens exceeds max_position_embeddings"),
+            std::string::npos)
+      << too_long.output;
+  EXPECT_EQ(too_long.output.find("loaded draft"), std::string::npos) << too_long.output;
+  auto into_directory = base;
+  into_directory.insert(into_directory.end(), {"--output", dir.str()});
+  auto directory = RunDraftforge(into_directory);
+  EXPECT_EQ(directory.exit_code, 1) << directory.output;
+  EXPECT_NE(directory.output.find("is a directory; pass a file path"), std::string::npos) << directory.output;
+  EXPECT_EQ(directory.output.find("acceptance length"), std::string::npos) << directory.output;
 }
 
 TEST(EvalDraft, PassOneMatchesTrainingForward) {

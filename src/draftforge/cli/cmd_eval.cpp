@@ -2,6 +2,7 @@
 // an EAGLE-3 draft with the embedded verifier, without vLLM.
 #include <spdlog/spdlog.h>
 
+#include <filesystem>
 #include <iostream>
 
 #include "draftforge/cli/commands.h"
@@ -25,6 +26,16 @@ struct EvalCommandOptions {
 };
 
 Status RunEvalCommand(const EvalCommandOptions& options) {
+  // The report is written after every decode, so a bad path fails first.
+  if (!options.output.empty()) {
+    std::error_code error;
+    if (std::filesystem::is_directory(options.output, error)) {
+      return Status::Invalid("--output {} is a directory; pass a file path such as {}/report.json", options.output,
+                             options.output);
+    }
+    const std::filesystem::path parent = std::filesystem::path(options.output).parent_path();
+    if (!parent.empty()) DF_RETURN_NOT_OK(CreateDirectories(parent.string()));
+  }
   DF_ASSIGN_OR_RAISE(std::unique_ptr<engine::LlamaModel> verifier, engine::LlamaModel::Load(options.verifier));
   const std::string tokenizer_dir = options.tokenizer.empty() ? options.verifier : options.tokenizer;
   DF_ASSIGN_OR_RAISE(std::vector<eval::Prompt> prompts,

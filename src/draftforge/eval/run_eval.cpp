@@ -140,6 +140,9 @@ Result<EvalReport> RunEval(const engine::LlamaModel& verifier, const std::string
                            const std::vector<Prompt>& prompts, const EvalOptions& options) {
   int64_t longest = 0;
   for (const auto& prompt : prompts) longest = std::max<int64_t>(longest, prompt.input_ids.size());
+  // Checked before the draft's KV cache is sized by it, because a huge K
+  // would otherwise allocate that cache before any decode rejects it.
+  DF_RETURN_NOT_OK(CheckDecodeLength(verifier, longest, options.decode.num_speculative_tokens, options.decode));
   DF_ASSIGN_OR_RAISE(std::unique_ptr<Eagle3Drafter> drafter,
                      Eagle3Drafter::Load(draft_dir, verifier, DraftCacheCapacity(longest, options.decode)));
 

@@ -18,22 +18,6 @@ std::vector<int64_t> GreedyTokens(const torch::Tensor& logits) {
   return std::vector<int64_t>(argmax.data_ptr<int64_t>(), argmax.data_ptr<int64_t>() + argmax.numel());
 }
 
-Status CheckLength(const engine::LlamaModel& verifier, int64_t prompt_length, int64_t lookahead,
-                   const DecodeOptions& options) {
-  if (prompt_length == 0) return Status::Invalid("cannot decode an empty prompt");
-  if (options.max_new_tokens < 1) {
-    return Status::Invalid("max_new_tokens must be at least 1, got {}", options.max_new_tokens);
-  }
-  const int64_t limit = verifier.config().max_position_embeddings;
-  if (prompt_length + options.max_new_tokens + lookahead > limit) {
-    return Status::Invalid("a prompt of {} tokens plus {} new tokens{} exceeds max_position_embeddings {} of {}; "
-                           "lower --max-new-tokens or drop the prompt",
-                           prompt_length, options.max_new_tokens,
-                           lookahead > 0 ? fmt::format(" plus {} speculative tokens", lookahead) : "", limit,
-                           verifier.model_dir());
-  }
-  return Status::OK();
-}
 
 // Appends `tokens` to `output` until max_new_tokens or a stop token; returns
 // how many were appended and whether generation is finished.
@@ -52,6 +36,23 @@ std::pair<int64_t, bool> Emit(const std::vector<int64_t>& tokens, const DecodeOp
 
 }  // namespace
 
+Status CheckDecodeLength(const engine::LlamaModel& verifier, int64_t prompt_length, int64_t lookahead,
+                   const DecodeOptions& options) {
+  if (prompt_length == 0) return Status::Invalid("cannot decode an empty prompt");
+  if (options.max_new_tokens < 1) {
+    return Status::Invalid("max_new_tokens must be at least 1, got {}", options.max_new_tokens);
+  }
+  const int64_t limit = verifier.config().max_position_embeddings;
+  if (prompt_length + options.max_new_tokens + lookahead > limit) {
+    return Status::Invalid("a prompt of {} tokens plus {} new tokens{} exceeds max_position_embeddings {} of {}; "
+                           "lower --max-new-tokens or --num-speculative-tokens, or drop the prompt",
+                           prompt_length, options.max_new_tokens,
+                           lookahead > 0 ? fmt::format(" plus {} speculative tokens", lookahead) : "", limit,
+                           verifier.model_dir());
+  }
+  return Status::OK();
+}
+
 int64_t DraftCacheCapacity(int64_t prompt_length, const DecodeOptions& options) {
   return prompt_length + options.max_new_tokens + options.num_speculative_tokens + 1;
 }
@@ -61,7 +62,7 @@ Result<DecodeResult> SpeculativeDecode(const engine::LlamaModel& verifier, Eagle
   const int64_t k = options.num_speculative_tokens;
   if (k < 1) return Status::Invalid("num_speculative_tokens must be at least 1, got {}", k);
   const int64_t prompt_length = static_cast<int64_t>(prompt.size());
-  DF_RETURN_NOT_OK(CheckLength(verifier, prompt_length, k, options));
+  DF_RETURN_NOT_OK(CheckDecodeLength(verifier, prompt_length, k, options));
   const std::vector<int64_t>& aux_ids = drafter.config().aux_layer_ids;
   const int64_t aux_width = 3 * verifier.config().hidden_size;
 
@@ -130,7 +131,7 @@ Result<DecodeResult> SpeculativeDecode(const engine::LlamaModel& verifier, Eagle
 Result<DecodeResult> GreedyDecode(const engine::LlamaModel& verifier, std::span<const int64_t> prompt,
                                   const DecodeOptions& options) {
   const int64_t prompt_length = static_cast<int64_t>(prompt.size());
-  DF_RETURN_NOT_OK(CheckLength(verifier, prompt_length, 0, options));
+  DF_RETURN_NOT_OK(CheckDecodeLength(verifier, prompt_length, 0, options));
   c10::InferenceMode inference_mode;
   const auto start = Clock::now();
   DecodeResult result;

@@ -51,6 +51,12 @@ Result<DecodeResult> SpeculativeDecode(const engine::LlamaModel& verifier, Eagle
 Result<DecodeResult> GreedyDecode(const engine::LlamaModel& verifier, std::span<const int64_t> prompt,
                                   const DecodeOptions& options);
 
+// Checks that a prompt of `prompt_length` tokens, max_new_tokens and
+// `lookahead` speculative tokens fit in the verifier's context; the error
+// names the numbers and what to lower.
+Status CheckDecodeLength(const engine::LlamaModel& verifier, int64_t prompt_length, int64_t lookahead,
+                         const DecodeOptions& options);
+
 // Returns the maximum length a drafter's KV cache needs for a prompt of
 // `prompt_length` tokens.
 int64_t DraftCacheCapacity(int64_t prompt_length, const DecodeOptions& options);
