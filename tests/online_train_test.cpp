@@ -1,7 +1,7 @@
-// Online and hybrid training: hidden states generated on demand by
-// the embedded engine or a `draftforge serve` process on 127.0.0.1, cached
-// or deleted; --on-missing policies; damaged files; resume after SIGKILL;
-// TensorBoard event files.
+// Online and hybrid training: hidden states generated on demand by the
+// embedded engine or a `draftforge serve` process on 127.0.0.1, then cached
+// or deleted. Also covers the --on-missing policies, damaged files, resume
+// after SIGKILL and TensorBoard event files.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 

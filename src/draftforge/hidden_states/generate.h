@@ -62,9 +62,10 @@ struct CaptureSettings {
   std::string ToString() const;
 };
 
-// The stored dtype of hidden states: `flag_value` ("float32", "bfloat16" or
-// "float16") when not empty, else the model's config.json torch_dtype, as
-// vLLM stores the model dtype; float32 with a warning when both are empty.
+// Chooses the stored dtype of hidden states: `flag_value` ("float32",
+// "bfloat16" or "float16") when not empty, else the model's config.json
+// torch_dtype, because vLLM stores the model dtype. Float32, with a warning,
+// when both are empty.
 Result<c10::ScalarType> ChooseHiddenStatesDtype(const std::string& flag_value,
                                                 const std::string& config_torch_dtype,
                                                 const std::string& model_dir);

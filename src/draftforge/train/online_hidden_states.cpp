@@ -42,7 +42,7 @@ class EngineGenerator : public HiddenStatesGenerator {
       return Status::Invalid("the embedded engine produced NaN or Inf hidden states for dataset row {} in {}; "
                              "the verifier weights in {} may be damaged, or float16 overflowed (pass "
                              "--hidden-states-dtype bfloat16)",
-                             row, DtypeName(options_.stored_dtype), options_.model_dir);
+                             row, hidden_states::DtypeName(options_.stored_dtype), options_.model_dir);
     }
     if (options_.policy == GeneratedFilePolicy::kCache) {
       DF_RETURN_NOT_OK(hidden_states::WriteHiddenStatesFile(path, ids, hidden));
@@ -53,8 +53,6 @@ class EngineGenerator : public HiddenStatesGenerator {
   std::string Describe() const override { return fmt::format("the embedded engine on {}", options_.model_dir); }
 
  private:
-  static std::string DtypeName(torch::Dtype dtype) { return hidden_states::DtypeName(dtype); }
-
   std::unique_ptr<engine::LlamaModel> model_;
   EngineGeneratorOptions options_;
   std::mutex forward_mutex_;
@@ -141,7 +139,7 @@ void GenerationCounts::Reset() {
 }
 
 Result<std::unique_ptr<HiddenStatesGenerator>> MakeEngineGenerator(const EngineGeneratorOptions& options) {
-  DF_RETURN_NOT_OK(CheckEngineFitsInMemory(options.model_dir, options.stored_dtype));
+  DF_RETURN_NOT_OK(CheckEngineFitsInMemory(options.model_dir, options.checkpoint_dtype));
   spdlog::info("loading {} into the embedded engine to generate missing hidden states", options.model_dir);
   DF_ASSIGN_OR_RAISE(std::unique_ptr<engine::LlamaModel> model, engine::LlamaModel::Load(options.model_dir));
   DF_ASSIGN_OR_RAISE(std::vector<int64_t> layer_ids, model->CheckLayerIds(options.layer_ids));

@@ -62,14 +62,15 @@ struct EngineGeneratorOptions {
   std::string model_dir;
   std::vector<int64_t> layer_ids;            // the four capture ids
   torch::Dtype stored_dtype = torch::kFloat32;  // what `draftforge generate` would store
+  torch::Dtype checkpoint_dtype = torch::kFloat32;  // the weights' dtype on disk (config torch_dtype)
   GeneratedFilePolicy policy = GeneratedFilePolicy::kDelete;
   std::string hidden_states_dir;             // checked against draftforge_generate.json when caching
 };
 
-// Rejects a verifier too large for this machine before loading it: the
-// engine holds every weight in float32, so 16-bit checkpoints double in size,
-// and a run that loads more than 90 % of the available memory would end in
-// the kernel's OOM kill. OK when /proc/meminfo is missing.
+// Rejects a verifier too large for this machine before loading it. The
+// engine keeps every weight in float32, so 16-bit checkpoints double in size.
+// The limit is 90 % of MemAvailable, an estimate of what a run can load
+// before the kernel's OOM killer ends it. OK when /proc/meminfo is missing.
 Status CheckEngineFitsInMemory(const std::string& model_dir, torch::Dtype checkpoint_dtype);
 
 // The embedded engine. Loading happens here, after a check that the weights

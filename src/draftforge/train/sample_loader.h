@@ -3,14 +3,16 @@
 //
 // A missing file is generated (kGenerate, see online_hidden_states.h),
 // skipped silently (kSkip), skipped with a warning (kWarn) or an error
-// (kRaise, which also fails on every file it rejects). Under kGenerate a damaged file (Corrupt: unreadable, truncated,
-// non-finite values) is reported and generated again as well.
+// (kRaise, which also fails on every file it rejects). Under kGenerate a
+// damaged file (Corrupt: unreadable, truncated, non-finite values) is
+// reported and generated again as well.
 //
-// Otherwise a sample is skipped (nullopt, with a warning that names the row
-// and file) when its file is damaged and not generated again, when generating it
-// failed, when its row count or token ids differ from the dataset row (the
-// dataset changed after the files were made: regenerate them), or when it
-// has fewer than 2 tokens.
+// Otherwise a sample is skipped, with a warning that names the row and file,
+// in these cases:
+// - its file is damaged and not generated again, or generating it failed;
+// - its row count or token ids differ from the dataset row, because the
+//   dataset changed after the files were made (regenerate them);
+// - it has fewer than 2 tokens.
 #pragma once
 
 #include <cstdint>

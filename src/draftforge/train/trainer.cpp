@@ -305,10 +305,13 @@ class Trainer {
   Status LogMetrics(const nlohmann::json& record);
   // Logs and records what on-demand generation did in `epoch`.
   Status LogGeneration(int64_t epoch);
-  Status MakeGenerator(const std::string& hidden_states_dir);
+  // `stored`: the settings of the files already in the directory, if any.
+  Status MakeGenerator(const std::string& hidden_states_dir,
+                       const std::optional<hidden_states::CaptureSettings>& stored);
   // Fails when draftforge_generate.json in the hidden-states directory
   // records other layer ids than the run's; warns for another model.
-  Status CheckCaptureSettings(const std::string& hidden_states_dir);
+  // Returns the settings read, nullopt when the directory has no such file.
+  Result<std::optional<hidden_states::CaptureSettings>> CheckCaptureSettings(const std::string& hidden_states_dir);
 
   TrainOptions options_;
   engine::ModelConfig verifier_;
@@ -426,9 +429,10 @@ Status Trainer::OpenData() {
   train_source_.rounding_dtype = rounding;
   train_source_.noise_std = options_.noise_std;
   train_source_.on_missing = on_missing;
-  DF_RETURN_NOT_OK(CheckCaptureSettings(train_source_.hidden_states_dir));
+  DF_ASSIGN_OR_RAISE(std::optional<hidden_states::CaptureSettings> stored,
+                     CheckCaptureSettings(train_source_.hidden_states_dir));
   if (on_missing == MissingFilePolicy::kGenerate) {
-    DF_RETURN_NOT_OK(MakeGenerator(train_source_.hidden_states_dir));
+    DF_RETURN_NOT_OK(MakeGenerator(train_source_.hidden_states_dir, stored));
     train_source_.generator = generator_.get();
   }
   val_source_ = train_source_;
@@ -446,12 +450,13 @@ Status Trainer::OpenData() {
   return Status::OK();
 }
 
-Status Trainer::CheckCaptureSettings(const std::string& hidden_states_dir) {
+Result<std::optional<hidden_states::CaptureSettings>> Trainer::CheckCaptureSettings(
+    const std::string& hidden_states_dir) {
   DF_ASSIGN_OR_RAISE(std::optional<hidden_states::CaptureSettings> stored,
                      hidden_states::ReadCaptureSettings(hidden_states_dir));
-  if (!stored) return Status::OK();
+  if (!stored) return stored;
   if (stored->layer_ids != layer_ids_) {
-    return Status::Invalid("{} holds hidden states captured at layer ids {} (see its {}), but this run trains with "
+    return Status::Invalid("{} contains hidden states captured at layer ids {} (see its {}), but this run trains with "
                            "layer ids {}; the draft would learn from other layers. Pass --layer-ids {} to train on "
                            "these files, or point --hidden-states-path at files captured with the run's ids",
                            hidden_states_dir, stored->layer_ids, hidden_states::kGenerateSettingsFileName,
@@ -460,27 +465,30 @@ Status Trainer::CheckCaptureSettings(const std::string& hidden_states_dir) {
   std::error_code error;
   const std::string verifier = fs::weakly_canonical(options_.verifier_path, error).string();
   if (!error && stored->model_dir != verifier) {
-    spdlog::warn("{} holds hidden states of the model {}, but the verifier is {}; train only on hidden states of "
+    spdlog::warn("{} contains hidden states of the model {}, but the verifier is {}; train only on hidden states of "
                  "the verifier itself",
                  hidden_states_dir, stored->model_dir, verifier);
   }
-  return Status::OK();
+  return stored;
 }
 
-Status Trainer::MakeGenerator(const std::string& hidden_states_dir) {
+Status Trainer::MakeGenerator(const std::string& hidden_states_dir,
+                              const std::optional<hidden_states::CaptureSettings>& stored) {
   DF_ASSIGN_OR_RAISE(GeneratedFilePolicy policy, ParseGeneratedFilePolicy(options_.on_generate));
   LazyGenerator::Factory factory;
   if (options_.vllm_endpoints.empty()) {
     EngineGeneratorOptions engine;
     engine.model_dir = options_.verifier_path;
     engine.layer_ids = layer_ids_;
+    DF_ASSIGN_OR_RAISE(engine.checkpoint_dtype,
+                       hidden_states::ChooseHiddenStatesDtype("", verifier_.torch_dtype, options_.verifier_path));
     // Cached files take the dtype of the files already in the directory, so
     // hybrid runs can fill the gaps of a directory of another dtype.
-    DF_ASSIGN_OR_RAISE(std::optional<hidden_states::CaptureSettings> stored,
-                       hidden_states::ReadCaptureSettings(hidden_states_dir));
-    DF_ASSIGN_OR_RAISE(engine.stored_dtype,
-                       hidden_states::ChooseHiddenStatesDtype(stored ? stored->dtype : "", verifier_.torch_dtype,
-                                                             options_.verifier_path));
+    engine.stored_dtype = engine.checkpoint_dtype;
+    if (stored) {
+      DF_ASSIGN_OR_RAISE(engine.stored_dtype, hidden_states::ChooseHiddenStatesDtype(
+                                                  stored->dtype, verifier_.torch_dtype, options_.verifier_path));
+    }
     engine.policy = policy;
     engine.hidden_states_dir = hidden_states_dir;
     factory = [engine] { return MakeEngineGenerator(engine); };
@@ -591,7 +599,7 @@ Status Trainer::SynchronizeRanks() {
   }
   std::vector<torch::Tensor> weights;
   for (const auto& [name, tensor] : model_->TrainableTensors()) weights.push_back(tensor);
-  // NOTE: the AdamW state is not broadcast; after a resume each rank holds
+  // NOTE: the AdamW state is not broadcast; after a resume each rank keeps
   // the moments it read from the checkpoint, which the check above ties to
   // the same file.
   return parallel_->BroadcastFromMain(weights, "broadcast of the initial weights");
@@ -842,7 +850,7 @@ Status Trainer::Checkpoint(int64_t epoch, std::optional<double> val_loss, bool r
     }
     return Status::OK();
   }
-  // Every rank holds the same weights and state; rank 0 writes them, and the
+  // Every rank has the same weights and state; rank 0 writes them, and the
   // others wait so that no rank runs ahead of an unfinished checkpoint.
   if (parallel_->is_main()) {
     DF_RETURN_NOT_OK(SaveCheckpoint(options_.save_path, *model_, config_json_, *optimizer_,
@@ -871,7 +879,7 @@ Status Trainer::SavePartialCheckpoint(int64_t epoch) {
 Status Trainer::Run() {
   Status status = RunJob();
   if (parallel_ && parallel_->distributed()) {
-    // A rank that stops early records why, so the others name it; after a
+    // A rank that stops early records why, so the others can name it. After a
     // run that ended the same way on every rank, a last barrier keeps rank
     // 0's store alive until every rank is done with it.
     if (!status.ok() && status.code() != StatusCode::kCancelled) {
