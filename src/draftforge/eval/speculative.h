@@ -52,7 +52,7 @@ Result<DecodeResult> GreedyDecode(const engine::LlamaModel& verifier, std::span<
                                   const DecodeOptions& options);
 
 // Checks that a prompt of `prompt_length` tokens, max_new_tokens and
-// `lookahead` speculative tokens fit in the verifier's context; the error
+// `lookahead` speculative tokens fit in the verifier's context. The error
 // names the numbers and what to lower.
 Status CheckDecodeLength(const engine::LlamaModel& verifier, int64_t prompt_length, int64_t lookahead,
                          const DecodeOptions& options);
