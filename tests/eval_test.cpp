@@ -192,6 +192,7 @@ TEST(EvalCli, TinyTrainedDraftMatchesGreedy) {
                                report_path.string()});
   ASSERT_EQ(result.exit_code, 0) << result.output;
   EXPECT_NE(result.output.find("acceptance length, pooled (vLLM)"), std::string::npos) << result.output;
+  EXPECT_EQ(result.output.find("the draft was trained for verifier"), std::string::npos) << result.output;
   std::ifstream in(report_path);
   auto report = nlohmann::json::parse(in);
   EXPECT_EQ(report["lossless"]["compared"], 20);
@@ -295,6 +296,8 @@ TEST(EvalDraft, MismatchedDraftNamesFields) {
        "eagle_aux_hidden_state_layer_ids: [1, 2, 9]"},
       {"layer id count", [](nlohmann::json& c) { c["eagle_aux_hidden_state_layer_ids"] = {1, 2}; },
        "eagle_aux_hidden_state_layer_ids: [1, 2] has 2 ids"},
+      {"target hidden size", [](nlohmann::json& c) { c["target_hidden_size"] = 4096; },
+       "target_hidden_size: draft 4096, verifier hidden_size 64"},
   };
   for (const auto& test_case : cases) {
     TempDir dir;
@@ -374,6 +377,46 @@ TEST(EvalPrompts, RendersChatMessages) {
   auto missing = eval::ReadPrompts(path.string(), 0, "");
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.status().message().find("--tokenizer"), std::string::npos) << missing.status().ToString();
+
+  // A directory without tokenizer.json (a model saved without its tokenizer)
+  // gets the same fix, naming the missing file.
+  auto no_tokenizer = eval::ReadPrompts(path.string(), 0, dir.str());
+  ASSERT_FALSE(no_tokenizer.ok());
+  EXPECT_NE(no_tokenizer.status().message().find("tokenizer.json"), std::string::npos)
+      << no_tokenizer.status().ToString();
+  EXPECT_NE(no_tokenizer.status().message().find("--tokenizer"), std::string::npos)
+      << no_tokenizer.status().ToString();
+}
+
+TEST(EvalPrompts, RejectsIdsAndMessagesTogether) {
+  TempDir dir;
+  const fs::path path = dir.path() / "prompts.jsonl";
+  {
+    std::ofstream out(path);
+    out << "{\"input_ids\": [7, 8]}\n";
+    out << "{\"input_ids\": [7, 8], \"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}\n";
+  }
+  auto prompts = eval::ReadPrompts(path.string());
+  ASSERT_FALSE(prompts.ok());
+  EXPECT_NE(prompts.status().message().find(":2: record has both 'input_ids' and 'messages'"), std::string::npos)
+      << prompts.status().ToString();
+}
+
+TEST(EvalDraft, WarnsAboutOtherVerifierName) {
+  DF_REQUIRE_SHARED(model_dir, "models/stories260k");
+  DF_REQUIRE_SHARED(greedy, "data/stories260k/greedy.jsonl");
+  auto model = LoadModel(model_dir);
+  ASSERT_NE(model, nullptr);
+  TempDir dir;
+  SaveRandomDraft(*model, dir.path() / "draft");
+  EditConfig(dir.path() / "draft",
+             [](nlohmann::json& c) { c["speculators_config"]["verifier"]["name_or_path"] = "meta-llama/Llama-3.1-8B"; });
+  const fs::path report = dir.path() / "report.json";
+  auto result = RunDraftforge({"eval", "--verifier", model_dir.string(), "--draft", (dir.path() / "draft").string(),
+                               "--prompts", greedy.string(), "--max-prompts", "1", "--max-new-tokens", "4",
+                               "--output", report.string()});
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("trained for verifier 'meta-llama/Llama-3.1-8B'"), std::string::npos) << result.output;
 }
 
 }  // namespace

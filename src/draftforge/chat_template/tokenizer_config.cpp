@@ -116,7 +116,7 @@ Result<TokenizerConfig> LoadTokenizerConfig(const std::string& model_dir) {
   fs::path dir(model_dir);
   fs::path config_path = dir / "tokenizer_config.json";
   if (!fs::exists(config_path)) {
-    return Status::NotFound("'{}' not found; --model must be a Hugging Face model or tokenizer directory",
+    return Status::NotFound("'{}' not found; a Hugging Face model or tokenizer directory has one",
                             config_path.string());
   }
   DF_ASSIGN_OR_RAISE(auto json, ReadJsonFile(config_path));

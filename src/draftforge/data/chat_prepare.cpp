@@ -59,7 +59,9 @@ Result<std::unique_ptr<ChatEncoder>> ChatEncoder::Create(const PrepareOptions& o
   }
   DF_ASSIGN_OR_RAISE(tokenizer::Tokenizer tokenizer, tokenizer::Tokenizer::FromFile(tokenizer_path));
   encoder->tokenizer_ = std::make_unique<tokenizer::Tokenizer>(std::move(tokenizer));
-  DF_ASSIGN_OR_RAISE(encoder->config_, chat_template::LoadTokenizerConfig(options.model_dir));
+  auto config = chat_template::LoadTokenizerConfig(options.model_dir);
+  if (!config.ok()) return config.status().WithContext("--model " + options.model_dir);
+  encoder->config_ = std::move(*config);
 
   std::string source = encoder->config_.chat_template;
   encoder->template_name_ = fs::path(options.model_dir).filename().string() + " chat template";

@@ -3,7 +3,9 @@
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <limits>
 #include <map>
 
@@ -113,6 +115,30 @@ Status InstallVocabMapping(const io::SafetensorsFile& file, const std::map<std::
   return train::SetVocabMapping(model, d2t, t2d);
 }
 
+// Warns when speculators_config.verifier.name_or_path names a model other than
+// `verifier_dir`. Names are compared by their last path component, because the
+// same model is often reached through another path or a hub name. A draft with
+// the right shapes for another verifier still loads, but it accepts less.
+void WarnOnOtherVerifierName(const nlohmann::json& json, const std::string& path, const std::string& verifier_dir) {
+  const nlohmann::json* name = &json;
+  for (const char* key : {"speculators_config", "verifier", "name_or_path"}) {
+    if (!name->is_object() || !name->contains(key)) return;
+    name = &(*name)[key];
+  }
+  if (!name->is_string()) return;
+  auto last_component = [](std::string text) {
+    while (text.size() > 1 && text.back() == '/') text.pop_back();
+    return std::filesystem::path(text).filename().string();
+  };
+  const std::string trained_for = last_component(name->get<std::string>());
+  const std::string given = last_component(verifier_dir);
+  if (!trained_for.empty() && trained_for != given) {
+    spdlog::warn("{}: the draft was trained for verifier '{}' (speculators_config.verifier.name_or_path), but it "
+                 "runs with {}; its acceptance here says little about that pairing",
+                 path, name->get<std::string>(), verifier_dir);
+  }
+}
+
 }  // namespace
 
 Result<DraftCheckpointConfig> LoadDraftCheckpointConfig(const std::string& checkpoint_dir,
@@ -137,6 +163,19 @@ Result<DraftCheckpointConfig> LoadDraftCheckpointConfig(const std::string& check
     mismatches.push_back(fmt::format("vocab_size: draft {} (transformer_layer_config.vocab_size), verifier {}",
                                      result.draft.vocab_size, target.vocab_size));
   }
+  // vLLM sizes fc from target_hidden_size when it is set (3 * target_hidden_size
+  // inputs), so a value other than the verifier's would not load there either.
+  if (json.contains("target_hidden_size") && !json["target_hidden_size"].is_null()) {
+    const auto& value = json["target_hidden_size"];
+    if (!value.is_number_integer()) {
+      return Status::Invalid("{}: target_hidden_size must be an integer or null, got {}", path, value.dump());
+    }
+    if (value.get<int64_t>() != target.hidden_size) {
+      mismatches.push_back(fmt::format("target_hidden_size: draft {}, verifier hidden_size {}", value.get<int64_t>(),
+                                       target.hidden_size));
+    }
+  }
+  WarnOnOtherVerifierName(json, path, verifier.model_dir());
   if (json.contains("eagle_aux_hidden_state_layer_ids") && !json["eagle_aux_hidden_state_layer_ids"].is_null()) {
     const auto& ids = json["eagle_aux_hidden_state_layer_ids"];
     if (!ids.is_array() || !std::all_of(ids.begin(), ids.end(), [](const auto& id) { return id.is_number_integer(); })) {

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <filesystem>
 #include <fstream>
 #include <memory>
 
@@ -31,7 +32,20 @@ class ChatPromptRenderer {
                              "tokenizer_config.json; pass --tokenizer DIR");
     }
     auto renderer = std::unique_ptr<ChatPromptRenderer>(new ChatPromptRenderer());
-    DF_ASSIGN_OR_RAISE(renderer->config_, chat_template::LoadTokenizerConfig(tokenizer_dir));
+    const std::string tokenizer_path = tokenizer_dir + "/tokenizer.json";
+    if (!std::filesystem::exists(tokenizer_path)) {
+      return Status::NotFound("'messages' prompts need {}, which is missing; pass --tokenizer with a Hugging Face "
+                              "tokenizer directory (the default is the --verifier directory)",
+                              tokenizer_path);
+    }
+    auto config = chat_template::LoadTokenizerConfig(tokenizer_dir);
+    if (!config.ok()) {
+      return Status(config.status().code(),
+                    fmt::format("'messages' prompts cannot be rendered: {}; pass --tokenizer with a Hugging Face "
+                                "tokenizer directory (the default is the --verifier directory)",
+                                config.status().message()));
+    }
+    renderer->config_ = std::move(*config);
     if (renderer->config_.chat_template.empty()) {
       return Status::NotFound("{} has no chat template (tokenizer_config.json 'chat_template', "
                               "chat_template.jinja or chat_template.json), so 'messages' prompts cannot be rendered",
@@ -88,7 +102,12 @@ Result<std::vector<Prompt>> ReadPrompts(const std::string& path, int64_t max_pro
     if (record.is_discarded() || !record.is_object()) {
       return Status::Invalid("{}:{}: not a JSON object", path, shown_line);
     }
-    if (!record.contains("input_ids") && record.contains("messages")) {
+    if (record.contains("input_ids") && record.contains("messages")) {
+      return Status::Invalid("{}:{}: record has both 'input_ids' and 'messages'; keep one of them, so that the "
+                             "prompt is not ambiguous",
+                             path, shown_line);
+    }
+    if (record.contains("messages")) {
       if (!renderer) {
         DF_ASSIGN_OR_RAISE(renderer, ChatPromptRenderer::Create(tokenizer_dir));
       }
