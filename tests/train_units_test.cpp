@@ -23,6 +23,7 @@
 #include "draftforge/train/checkpoint.h"
 #include "draftforge/train/rotary.h"
 #include "draftforge/train/sampler.h"
+#include "draftforge/util/numpy_random.h"
 #include "draftforge/train/schedule.h"
 #include "draftforge/train/trainer.h"
 #include "draftforge/train/ttt.h"
@@ -276,6 +277,58 @@ TEST(Multipack, EpochBatchesAreDeterministicAndFit) {
     EXPECT_LE(tokens, 512);
   }
   for (int count : seen) EXPECT_LE(count, 1);
+}
+
+TEST(Multipack, EpochOrderIsNumpyPermutation) {
+  // With one rank and rows that hold one sample each, the batches list the
+  // shuffled order itself: default_rng(0 + 2).permutation(10) in NumPy 1.24.
+  const std::vector<int64_t> lengths(10, 8);
+  Batches batches = EpochBatches(lengths, 8, 1, 0, 0, 2);
+  Batches expected;
+  for (int64_t sample : util::NumpyPermutation(2, 10)) expected.push_back({sample});
+  EXPECT_EQ(batches, expected);
+}
+
+TEST(NumpyRandom, RawOutputsMatchNumpy) {
+  // numpy.random.default_rng(seed).bit_generator.random_raw(3), NumPy 1.24.2.
+  const std::vector<std::pair<uint64_t, std::vector<uint64_t>>> cases = {
+      {0, {0xa30febcfd9c2825fULL, 0x4510bdf882d9d721ULL, 0x0a7d3da94ecde8b8ULL}},
+      {1, {0x8306bdf37922e4ffULL, 0xf35196bbc152a866ULL, 0x24e7a4f608ec18cdULL}},
+      {42, {0xc621fbcd16d92688ULL, 0x705a5661a791ffc1ULL, 0xdbcd12c26eda1624ULL}},
+      {(uint64_t{1} << 32) + 5, {0xc6323ec321deb8d1ULL, 0x78814821c73a0583ULL, 0xb22536d8e0ec17c0ULL}},
+  };
+  for (const auto& [seed, expected] : cases) {
+    util::NumpyPcg64 generator(seed);
+    for (size_t i = 0; i < expected.size(); ++i) EXPECT_EQ(generator.Next64(), expected[i]) << "seed " << seed;
+  }
+}
+
+TEST(NumpyRandom, PermutationsMatchNumpy) {
+  EXPECT_EQ(util::NumpyPermutation(0, 10), (std::vector<int64_t>{4, 6, 2, 7, 3, 5, 9, 0, 8, 1}));
+  EXPECT_EQ(util::NumpyPermutation(1, 10), (std::vector<int64_t>{8, 4, 7, 0, 1, 2, 5, 9, 6, 3}));
+  // Longer permutations: the first four values and sum(p[i] * i), from
+  // numpy.random.default_rng(seed).permutation(n), NumPy 1.24.2.
+  struct Case {
+    uint64_t seed;
+    int64_t n;
+    std::vector<int64_t> head;
+    int64_t weighted_sum;
+  };
+  const std::vector<Case> cases = {
+      {0, 3000, {1432, 2618, 562, 46}, 6720264911},
+      {7, 2700, {871, 608, 1410, 2691}, 4927332650},
+      {42, 300, {261, 293, 61, 253}, 6462538},
+      {(uint64_t{1} << 40) + 3, 1000, {517, 234, 394, 267}, 248605401},
+  };
+  for (const Case& test_case : cases) {
+    const std::vector<int64_t> permutation = util::NumpyPermutation(test_case.seed, test_case.n);
+    ASSERT_EQ(static_cast<int64_t>(permutation.size()), test_case.n);
+    EXPECT_EQ(std::vector<int64_t>(permutation.begin(), permutation.begin() + 4), test_case.head)
+        << "seed " << test_case.seed;
+    int64_t weighted_sum = 0;
+    for (int64_t i = 0; i < test_case.n; ++i) weighted_sum += permutation[i] * i;
+    EXPECT_EQ(weighted_sum, test_case.weighted_sum) << "seed " << test_case.seed;
+  }
 }
 
 TEST(TrainVocabMapping, SpecToy) {

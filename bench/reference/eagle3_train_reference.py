@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""PyTorch eager float32 EAGLE-3 training step, the reference for draftforge's
-training-throughput benchmark.
+"""PyTorch eager float32 EAGLE-3 training, the reference for draftforge's
+training throughput and for its accuracy on a full training recipe.
 
 An independent restatement of the training math (fc over three auxiliary
 layers, first decoder layer on [embeddings || hidden], TTT steps with
@@ -8,11 +8,20 @@ document-causal attention plus the diagonal blocks of earlier steps, KL loss
 over the draft vocabulary, AdamW with gradient clipping), written the way an
 ML engineer writes it in eager PyTorch: per-document padded attention, no dense
 [L, (k+1)L] mask. It reads the hidden-states files draftforge
-generates (token ids included) and prints tokens per second.
+generates (token ids included).
 
-Usage (Debian's python3-torch):
-  /usr/bin/python3 eagle3_train_reference.py --model DIR \
-      --hidden-states DATA/hidden_states --steps 20 --threads 2
+Two modes (Debian's python3-torch):
+  Throughput: times --steps training steps and prints tokens per second.
+    /usr/bin/python3 eagle3_train_reference.py --model DIR \
+        --hidden-states DATA/hidden_states --steps 20 --threads 2
+  Recipe: trains --epochs epochs on the 90/10 row split of a prepared directory
+  (d2t.npy and hidden_states/ as draftforge writes them) with the defaults of
+  `draftforge train` (linear schedule with 1 % warm-up, noise 0.05, bfloat16
+  rounding of the hidden states, on-policy tokens, 8192-token rows) and prints
+  the validation metrics of each epoch. Every token trains: the loss mask of
+  the dataset is not read.
+    /usr/bin/python3 eagle3_train_reference.py --model DIR --data DATA \
+        --epochs 10 --lr 1e-3 --seed 42
 """
 import argparse
 import json
@@ -139,6 +148,7 @@ class Draft(torch.nn.Module):
         length = ids.shape[0]
         loss = torch.zeros(())
         accs = []
+        metrics = {}
         for k in range(steps):
             emb = self.embed[ids]
             cos, sin = self.rope(pos + k)
@@ -148,12 +158,20 @@ class Draft(torch.nn.Module):
             z, t, m = logits[:n].float(), targets[k:].float(), mask[k:].float()
             p = torch.softmax(t, -1)
             kl = (p * (torch.log_softmax(t, -1) - torch.log_softmax(z, -1))).sum(-1)
-            loss = loss + (kl * m).sum() / (m.sum() + 1e-5)
+            step_loss = (kl * m).sum() / (m.sum() + 1e-5)
+            loss = loss + step_loss
             with torch.no_grad():
                 correct = z.argmax(-1) == t.argmax(-1)
+                chains_before = prev[:n].sum().item()
                 prev[:n] &= correct
-                accs.append(((m * prev[:n]).sum() / (m.sum() + 1e-5)).item())
+                correct_chains = (m * prev[:n]).sum().item()
+                accs.append(correct_chains / (m.sum().item() + 1e-5))
+                metrics[f"loss_{k}"] = step_loss.item()
+                metrics[f"full_acc_{k}"] = accs[-1]
+                metrics[f"cond_acc_{k}"] = correct_chains / (chains_before + 1e-5)
                 ids = self.draft_to_target[logits.argmax(-1)]
+        metrics["loss"] = loss.item()
+        self.last_metrics = metrics
         return loss, accs
 
 
@@ -202,22 +220,142 @@ def collate(row, total_len, hidden):
     return ids, pos, mask, aux, tgt, doc_index, doc_mask, int(ids.shape[0] - pad)
 
 
+def linear_schedule(step, warmup, total):
+    """Linear warm-up to 1 over `warmup` steps, then linear decay to 0 at `total`."""
+    if step < warmup:
+        return step / max(1, warmup)
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def epoch_rows(lengths, total_len, epoch):
+    """Pack the samples of `epoch` into rows as multipack does for one rank.
+
+    The order is NumPy's default_rng(epoch) permutation (sampler seed 0). Each row
+    takes the longest prefix of the remaining samples whose lengths fit, and lists
+    them longest first."""
+    order = np.random.default_rng(epoch).permutation(len(lengths))
+    rows, current, used = [], [], 0
+    for position, index in enumerate(order):
+        n = min(lengths[index], total_len)
+        if used + n > total_len:
+            rows.append(current)
+            current, used = [], 0
+        current.append((position, int(index)))
+        used += n
+    if current:
+        rows.append(current)
+    # Sort by descending length. Among equal lengths, the later position in the shuffled order comes first.
+    return [[index for position, index in sorted(row, key=lambda item: (-lengths[item[1]], -item[0]))]
+            for row in rows]
+
+
+def prepare_row(samples, row, noise_std, generator):
+    """Apply the training data path to one row's hidden states: uniform noise in
+    [-std, std) on the three auxiliary layers, then rounding to bfloat16."""
+    prepared = []
+    for index in row:
+        ids, states = samples[index]
+        states = states.clone()
+        if noise_std > 0:
+            noise = torch.rand(states[:, :3].shape, generator=generator) * 2 - 1
+            states[:, :3] += noise * noise_std
+        prepared.append((ids, states.bfloat16().float()))
+    return prepared
+
+
+def run_recipe(args, cfg, verifier):
+    """Trains for --epochs on the 90/10 split of the hidden-states files and prints
+    the validation metrics of every epoch, one JSON line each."""
+    d2t = torch.from_numpy(np.load(f"{args.data}/d2t.npy")).long()
+    vocab_ids = torch.arange(d2t.shape[0]) + d2t
+    samples = []
+    index = 0
+    while True:
+        try:
+            tensors = read_safetensors(f"{args.data}/hidden_states/hs_{index}.safetensors")
+        except FileNotFoundError:
+            break
+        samples.append((tensors["token_ids"].tolist(), tensors["hidden_states"].float()))
+        index += 1
+    train_count = int(len(samples) * 0.9)
+    train, val = samples[:train_count], samples[train_count:]
+    train_lengths = [len(ids) for ids, _ in train]
+    val_lengths = [len(ids) for ids, _ in val]
+
+    torch.manual_seed(args.seed)
+    model = Draft(cfg, vocab_ids, verifier)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    batches = len(epoch_rows(train_lengths, args.total_seq_len, 0))
+    total = (args.epochs_scheduled or args.epochs) * batches
+    warmup = total // 100
+    noise = torch.Generator().manual_seed(args.seed)
+    step_log = open(args.step_log, "w") if args.step_log else None
+    step = 0
+    for epoch in range(args.epochs):
+        start = time.perf_counter()
+        tokens = 0
+        for row in epoch_rows(train_lengths, args.total_seq_len, epoch):
+            for group in optimizer.param_groups:
+                group["lr"] = args.lr * linear_schedule(step, warmup, total)
+            batch = collate(prepare_row(train, row, args.noise_std, noise), args.total_seq_len,
+                            cfg["hidden_size"])
+            ids, pos, mask, aux, tgt, doc_index, doc_mask, used = batch
+            loss, _ = model(aux, ids, pos, mask, tgt, doc_index, doc_mask, args.ttt_steps)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            if step_log:
+                step_log.write(json.dumps({"step": step, "epoch": epoch, "train/loss": loss.item(),
+                                           **{f"train/{name}": value for name, value in model.last_metrics.items()}})
+                               + "\n")
+            step += 1
+            tokens += used
+        train_seconds = time.perf_counter() - start
+
+        sums = {}
+        val_rows = epoch_rows(val_lengths, args.total_seq_len, epoch)
+        with torch.no_grad():
+            for row in val_rows:
+                batch = collate(prepare_row(val, row, 0.0, None), args.total_seq_len, cfg["hidden_size"])
+                ids, pos, mask, aux, tgt, doc_index, doc_mask, _ = batch
+                model(aux, ids, pos, mask, tgt, doc_index, doc_mask, args.ttt_steps)
+                for name, value in model.last_metrics.items():
+                    sums[name] = sums.get(name, 0.0) + value
+        record = {"epoch": epoch, "train_tokens_per_second": round(tokens / train_seconds, 1)}
+        record.update({f"val/{name}_epoch": round(value / len(val_rows), 6) for name, value in sums.items()})
+        print(json.dumps(record), flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True)
-    parser.add_argument("--hidden-states", required=True)
+    parser.add_argument("--hidden-states", help="hidden-states folder (throughput mode)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup-steps", type=int, default=2)
     parser.add_argument("--total-seq-len", type=int, default=8192)
     parser.add_argument("--ttt-steps", type=int, default=3)
     parser.add_argument("--draft-vocab-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=0,
+                        help="train this many epochs on --data (recipe mode) instead of timing steps")
+    parser.add_argument("--data", help="prepared directory with d2t.npy and hidden_states/ (recipe mode)")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--noise-std", type=float, default=0.05)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--step-log", help="write one JSON line of training metrics per step here (recipe mode)")
+    parser.add_argument("--epochs-scheduled", type=int, default=0,
+                        help="epochs the learning-rate schedule spans (default --epochs), so that a shortened "
+                             "run keeps the schedule of a longer one")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
     cfg = json.load(open(f"{args.model}/config.json"))
     verifier = read_safetensors(f"{args.model}/model.safetensors")
+    if args.epochs > 0:
+        run_recipe(args, cfg, verifier)
+        return
     samples = []
     needed_rows = (args.steps + args.warmup_steps + 1) * (args.total_seq_len // 100 + 1)
     for index in range(needed_rows):

@@ -3,7 +3,8 @@
 #include <algorithm>
 #include <numeric>
 #include <optional>
-#include <random>
+
+#include "draftforge/util/numpy_random.h"
 
 namespace draftforge::train {
 namespace {
@@ -69,13 +70,8 @@ std::vector<std::vector<int64_t>> PackMultipack(const std::vector<int64_t>& leng
 
 std::vector<std::vector<int64_t>> EpochBatches(const std::vector<int64_t>& sample_lengths, int64_t max_tokens,
                                                int64_t num_ranks, int64_t rank, uint64_t seed, int64_t epoch) {
-  std::vector<int64_t> permutation(sample_lengths.size());
-  std::iota(permutation.begin(), permutation.end(), 0);
-  std::mt19937_64 generator(seed + static_cast<uint64_t>(epoch));
-  for (size_t i = permutation.size(); i > 1; --i) {
-    std::uniform_int_distribution<size_t> pick(0, i - 1);
-    std::swap(permutation[i - 1], permutation[pick(generator)]);
-  }
+  const std::vector<int64_t> permutation = util::NumpyPermutation(
+      seed + static_cast<uint64_t>(epoch), static_cast<int64_t>(sample_lengths.size()));
   std::vector<int64_t> lengths;
   for (int64_t sample : permutation) lengths.push_back(std::min(sample_lengths[sample], max_tokens));
   std::vector<std::vector<int64_t>> batches = PackMultipack(lengths, max_tokens, num_ranks, rank);

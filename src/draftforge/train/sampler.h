@@ -22,9 +22,9 @@ namespace draftforge::train {
 std::vector<std::vector<int64_t>> PackMultipack(const std::vector<int64_t>& lengths, int64_t max_tokens,
                                                 int64_t num_ranks, int64_t rank, bool rotate = true);
 
-// Batches of sample indices for one epoch: the samples are shuffled with a
-// generator seeded by seed + epoch (a 64-bit Mersenne Twister with
-// Fisher-Yates, not NumPy's stream), lengths longer than max_tokens count as
+// Batches of sample indices for one epoch: the samples are shuffled by
+// numpy.random.default_rng(seed + epoch).permutation, bit for bit as
+// speculators shuffles them, lengths longer than max_tokens count as
 // max_tokens, then PackMultipack runs. Deterministic per (seed, epoch).
 std::vector<std::vector<int64_t>> EpochBatches(const std::vector<int64_t>& sample_lengths, int64_t max_tokens,
                                                int64_t num_ranks, int64_t rank, uint64_t seed, int64_t epoch);
