@@ -230,6 +230,31 @@ TEST(Prepare, MaxSamplesAndSeedAreDeterministic) {
   EXPECT_EQ(std::vector<std::vector<int64_t>>(all.begin(), all.begin() + 5), seed0);
 }
 
+TEST(Prepare, RowOrderMatchesDatasetsShuffle) {
+  // 11 records, the one at index 4 empty (skipped). datasets' shuffle(seed=0)
+  // orders the raw records as numpy.random.default_rng(0).permutation(11) =
+  // [4, 6, 7, 2, 0, 3, 5, 10, 9, 8, 1] (NumPy 1.24), and the skipped record
+  // leaves its place without shifting the others.
+  TempDir dir;
+  std::string text;
+  for (int i = 0; i < 11; ++i) {
+    text += i == 4 ? std::string("{\"input_ids\": []}\n") : fmt::format("{{\"input_ids\": [{}]}}\n", 10 + i);
+  }
+  auto input = WriteInput(dir, "a.jsonl", text);
+  auto options = Options(dir, {input});
+  ASSERT_TRUE(RunPrepare(options).ok());
+  EXPECT_EQ(RowIds(TokenDataset::Open(options.output_dir).ValueOrDie()),
+            (std::vector<std::vector<int64_t>>{{16}, {17}, {12}, {10}, {13}, {15}, {20}, {19}, {18}, {11}}));
+
+  // --max-samples 2 processes the first 3 x 2 shuffled records and keeps the
+  // first 2 rows among them.
+  options.output_dir = (dir.path() / "cut").string();
+  options.max_samples = 2;
+  ASSERT_TRUE(RunPrepare(options).ok());
+  EXPECT_EQ(RowIds(TokenDataset::Open(options.output_dir).ValueOrDie()),
+            (std::vector<std::vector<int64_t>>{{16}, {17}}));
+}
+
 TEST(Prepare, ShuffleIsAPermutation) {
   auto order = ShuffledIndices(1000, 7);
   std::vector<int64_t> sorted = order;

@@ -12,8 +12,10 @@
 // Row selection follows speculators' prepare_data.py. Each source is
 // shuffled with `seed`, and only its first 3 x max_samples records are
 // processed. The kept rows of all sources are then shuffled again with `seed`,
-// and the first max_samples are written. The shuffles are this project's own, so
-// they are deterministic but do not reproduce Python's order.
+// as later speculators versions do (the release of early 2026 discarded that
+// second shuffle), and the first max_samples are written. Both shuffles are
+// numpy.random.default_rng(seed)'s permutation, as datasets' Dataset.shuffle
+// draws it.
 //
 // The run fails before writing anything on: a missing or invalid
 // tokenizer.json or tokenizer_config.json, a template that does not compile

@@ -9,7 +9,6 @@
 #include <fstream>
 #include <limits>
 #include <memory>
-#include <random>
 
 #include "draftforge/data/chat_prepare.h"
 #include "draftforge/data/record_index.h"
@@ -17,6 +16,7 @@
 #include "draftforge/engine/model_config.h"
 #include "draftforge/io/token_freq.h"
 #include "draftforge/util/fs.h"
+#include "draftforge/util/numpy_random.h"
 #include "draftforge/util/progress.h"
 
 namespace draftforge::data {
@@ -147,6 +147,7 @@ class SourceReader {
 
   Status Read(const std::string& path, TokenDataset* rows) {
     truncated_.clear();
+    row_of_record_.clear();
     std::ifstream in(path, std::ios::binary);
     if (!in) return Status::NotFound("--data file not found or unreadable: {}", path);
     char bom[3] = {};
@@ -164,6 +165,9 @@ class SourceReader {
   }
 
   const std::vector<uint8_t>& truncated() const { return truncated_; }
+  // Per record of the last source read, in file order: its row in `rows`, or
+  // -1 when the record was skipped.
+  const std::vector<int64_t>& row_of_record() const { return row_of_record_; }
 
  private:
   // Streams the file line by line, so memory does not grow with the input
@@ -256,8 +260,10 @@ class SourceReader {
     }
     if (skip != nullptr) {
       ++summary_->skipped[skip];
+      row_of_record_.push_back(-1);
       return Status::OK();
     }
+    row_of_record_.push_back(rows->num_rows());
     rows->AppendRow(record_.ids, record_.mask);
     truncated_.push_back(truncated ? 1 : 0);
     return Status::OK();
@@ -269,6 +275,7 @@ class SourceReader {
   ProgressBar* progress_;  // null when progress is off
   PreparedRecord record_;
   std::vector<uint8_t> truncated_;
+  std::vector<int64_t> row_of_record_;
 };
 
 bool HasArrowFiles(const std::string& dir) {
@@ -282,22 +289,7 @@ bool HasArrowFiles(const std::string& dir) {
 
 }  // namespace
 
-std::vector<int64_t> ShuffledIndices(int64_t n, uint64_t seed) {
-  std::vector<int64_t> indices(n);
-  for (int64_t i = 0; i < n; ++i) indices[i] = i;
-  std::mt19937_64 engine(seed);
-  // Fisher-Yates with rejection sampling: std::uniform_int_distribution's
-  // output differs between standard libraries, mt19937_64's does not.
-  for (int64_t i = n - 1; i > 0; --i) {
-    const uint64_t bound = static_cast<uint64_t>(i) + 1;
-    const uint64_t limit = std::numeric_limits<uint64_t>::max() -
-                           std::numeric_limits<uint64_t>::max() % bound;
-    uint64_t draw = engine();
-    while (draw >= limit) draw = engine();
-    std::swap(indices[i], indices[draw % bound]);
-  }
-  return indices;
-}
+std::vector<int64_t> ShuffledIndices(int64_t n, uint64_t seed) { return util::NumpyPermutation(seed, n); }
 
 std::string PrepareSummary::ToString() const {
   std::string text = fmt::format(
@@ -354,12 +346,17 @@ Result<PrepareSummary> RunPrepare(const PrepareOptions& options) {
   for (const auto& path : options.data_files) {
     TokenDataset rows;
     DF_RETURN_NOT_OK(reader.Read(path, &rows));
-    std::vector<int64_t> order = ShuffledIndices(rows.num_rows(), options.seed);
-    if (options.max_samples && static_cast<int64_t>(order.size()) > *options.max_samples) {
-      order.resize(*options.max_samples);
+    // The shuffle runs over every record, skipped ones included, so that the
+    // order equals datasets' shuffle of the raw file in prepare_data.py.
+    const std::vector<int64_t>& row_of_record = reader.row_of_record();
+    std::vector<int64_t> order = ShuffledIndices(static_cast<int64_t>(row_of_record.size()), options.seed);
+    if (options.max_samples && static_cast<int64_t>(order.size()) > 3 * *options.max_samples) {
+      order.resize(3 * *options.max_samples);
     }
-    for (int64_t row : order) {
+    for (int64_t record : order) {
       if (options.max_samples && dataset.num_rows() >= *options.max_samples) break;
+      const int64_t row = row_of_record[record];
+      if (row < 0) continue;
       dataset.AppendRow(rows.input_ids(row), rows.loss_mask(row));
       summary.truncated_rows += reader.truncated()[row];
     }

@@ -2,13 +2,14 @@
 // and an optional `loss_mask` become a prepared dataset directory
 // (save_to_disk shards, state.json, dataset_info.json) plus token_freq.pt.
 //
-// Row selection follows speculators' prepare_data.py: each source file is
-// shuffled with `seed`, cut to its first `max_samples` rows, the sources are
-// concatenated in the given order and the first `max_samples` rows are kept.
-// The shuffle is this project's own (Fisher-Yates over std::mt19937_64 with
-// rejection sampling), so it is deterministic across platforms but does not
-// reproduce Python's order. Token frequencies count the loss-masked tokens of
-// the final rows.
+// Row selection follows speculators' prepare_data.py. The records of each
+// source file are shuffled with `seed` (skipped records included) and cut to
+// the first 3 x `max_samples`. The kept rows of the sources are concatenated in
+// the given order, and the first `max_samples` rows are kept. The shuffle is
+// datasets' Dataset.shuffle(seed=seed), numpy.random.default_rng(seed)'s
+// permutation, bit for bit, so a file gives the rows in the order Python's
+// prepare gives them. Token frequencies count the loss-masked tokens of the
+// final rows.
 //
 // Input checks. These fail the run before anything is written: unreadable
 // or malformed JSON (reported as file:line), a record that is not an object
@@ -87,7 +88,8 @@ Result<PrepareSummary> RunPrepare(const PrepareOptions& options);
 Status WriteTokenFreqUnlessPresent(const PrepareOptions& options, const std::map<int64_t, int64_t>& token_freq,
                                    PrepareSummary* summary);
 
-// Shuffles [0, n) deterministically for `seed` (the order prepare uses).
+// Shuffles [0, n) as datasets' Dataset.shuffle(seed=seed) does:
+// numpy.random.default_rng(seed).permutation(n).
 std::vector<int64_t> ShuffledIndices(int64_t n, uint64_t seed);
 
 }  // namespace draftforge::data
