@@ -3,6 +3,9 @@
 #include <c10/util/Exception.h>
 #include <gtest/gtest.h>
 
+#include <dlfcn.h>
+
+#include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <stdexcept>
@@ -39,6 +42,23 @@ TEST(Cli, LogLevelIsCaseInsensitive) {
                                (dir.path() / "out").string()});
   EXPECT_EQ(result.exit_code, 1);
   EXPECT_NE(result.output.find("missing.jsonl"), std::string::npos) << result.output;
+}
+
+TEST(Cli, OpenBlasFollowsThreadCount) {
+  if (::dlsym(RTLD_DEFAULT, "openblas_set_num_threads") == nullptr) {
+    GTEST_SKIP() << "this libtorch does not use OpenBLAS, so there is no OpenBLAS pool to size";
+  }
+  if (std::getenv("OPENBLAS_NUM_THREADS") != nullptr) {
+    GTEST_SKIP() << "OPENBLAS_NUM_THREADS is set, and draftforge leaves the pool as the user sized it";
+  }
+  TempDir dir;
+  auto result = RunDraftforge({"--log-level", "debug", "--threads", "1", "prepare", "--data",
+                               (dir.path() / "missing.jsonl").string(), "--output", (dir.path() / "out").string()});
+  // Unless the caller set a timeout, the process restarted itself with 4.
+  const char* timeout = std::getenv("OPENBLAS_THREAD_TIMEOUT");
+  const std::string expected =
+      std::string("OpenBLAS threads: 1, OPENBLAS_THREAD_TIMEOUT=") + (timeout != nullptr ? timeout : "4");
+  EXPECT_NE(result.output.find(expected), std::string::npos) << result.output;
 }
 
 TEST(Cli, InvalidLogLevelListsChoices) {

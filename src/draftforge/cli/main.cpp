@@ -1,6 +1,8 @@
 // Entry point of the `draftforge` executable.
+#include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include <dlfcn.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -41,6 +43,22 @@ void ReexecWithIdleWorkersSleeping(char** argv) {
   // execv returns only on failure; then run on with the library defaults.
 }
 
+// torch::set_num_threads sizes the OpenMP pool but not OpenBLAS's own thread
+// pool, which defaults to one thread per core. Several ranks on one machine
+// would then each run that many GEMM threads. OpenBLAS is found at run time,
+// because libtorch may use another BLAS (MKL in official builds) or none.
+void MatchOpenBlasThreads(int count) {
+  if (std::getenv("OPENBLAS_NUM_THREADS") != nullptr) return;
+  using SetThreads = void (*)(int);
+  using GetThreads = int (*)();
+  auto set_threads = reinterpret_cast<SetThreads>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  auto get_threads = reinterpret_cast<GetThreads>(::dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  if (set_threads == nullptr || get_threads == nullptr) return;
+  set_threads(count);
+  const char* timeout = std::getenv("OPENBLAS_THREAD_TIMEOUT");
+  spdlog::debug("OpenBLAS threads: {}, OPENBLAS_THREAD_TIMEOUT={}", get_threads(), timeout ? timeout : "(unset)");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -66,6 +84,7 @@ int main(int argc, char** argv) {
       count = std::max(1, count / std::max(1, std::atoi(local_world)));
     }
     torch::set_num_threads(count);
+    MatchOpenBlasThreads(count);
   });
 
   draftforge::cli::AddPrepareCommand(app);
