@@ -393,13 +393,40 @@ TEST(EvalPrompts, RejectsIdsAndMessagesTogether) {
   const fs::path path = dir.path() / "prompts.jsonl";
   {
     std::ofstream out(path);
-    out << "{\"input_ids\": [7, 8]}\n";
+    // A null or empty "messages" counts as absent.
+    out << "{\"input_ids\": [7, 8], \"messages\": null}\n";
+    out << "{\"input_ids\": [7, 9], \"messages\": []}\n";
     out << "{\"input_ids\": [7, 8], \"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}\n";
   }
+  auto first_two = eval::ReadPrompts(path.string(), 2);
+  ASSERT_TRUE(first_two.ok()) << first_two.status().ToString();
+  EXPECT_EQ((*first_two)[1].input_ids, std::vector<int64_t>({7, 9}));
   auto prompts = eval::ReadPrompts(path.string());
   ASSERT_FALSE(prompts.ok());
-  EXPECT_NE(prompts.status().message().find(":2: record has both 'input_ids' and 'messages'"), std::string::npos)
+  EXPECT_NE(prompts.status().message().find(":3: record has both 'input_ids' and 'messages'"), std::string::npos)
       << prompts.status().ToString();
+}
+
+TEST(EvalCli, RejectsPromptOutsideVocabulary) {
+  DF_REQUIRE_SHARED(model_dir, "models/stories260k");
+  auto model = LoadModel(model_dir);
+  ASSERT_NE(model, nullptr);
+  TempDir dir;
+  SaveRandomDraft(*model, dir.path() / "draft");
+  const fs::path prompts = dir.path() / "prompts.jsonl";
+  {
+    std::ofstream out(prompts);
+    out << "{\"input_ids\": [1, 2, 3]}\n";
+    out << "{\"input_ids\": [1, 151644, 3]}\n";  // a Qwen id, past the 512-token vocabulary
+  }
+  auto result = RunDraftforge({"eval", "--verifier", model_dir.string(), "--draft", (dir.path() / "draft").string(),
+                               "--prompts", prompts.string(), "--max-new-tokens", "4", "--output",
+                               (dir.path() / "report.json").string()});
+  EXPECT_EQ(result.exit_code, 1) << result.output;
+  EXPECT_NE(result.output.find("prompt on line 2: token id 151644 at position 1 is outside the verifier's vocabulary "
+                               "0..511"),
+            std::string::npos)
+      << result.output;
 }
 
 TEST(EvalDraft, WarnsAboutOtherVerifierName) {
@@ -407,16 +434,30 @@ TEST(EvalDraft, WarnsAboutOtherVerifierName) {
   DF_REQUIRE_SHARED(greedy, "data/stories260k/greedy.jsonl");
   auto model = LoadModel(model_dir);
   ASSERT_NE(model, nullptr);
-  TempDir dir;
-  SaveRandomDraft(*model, dir.path() / "draft");
-  EditConfig(dir.path() / "draft",
-             [](nlohmann::json& c) { c["speculators_config"]["verifier"]["name_or_path"] = "meta-llama/Llama-3.1-8B"; });
-  const fs::path report = dir.path() / "report.json";
-  auto result = RunDraftforge({"eval", "--verifier", model_dir.string(), "--draft", (dir.path() / "draft").string(),
-                               "--prompts", greedy.string(), "--max-prompts", "1", "--max-new-tokens", "4",
-                               "--output", report.string()});
-  EXPECT_EQ(result.exit_code, 0) << result.output;
-  EXPECT_NE(result.output.find("trained for verifier 'meta-llama/Llama-3.1-8B'"), std::string::npos) << result.output;
+  struct Case {
+    std::string name_or_path;
+    bool warns;
+  };
+  const std::vector<Case> cases = {
+      {"meta-llama/Llama-3.1-8B", true},
+      {(model_dir / ".").string(), false},        // the same directory, spelled otherwise
+      {"some-org/" + model_dir.filename().string(), false},  // a hub id with the same model name
+  };
+  for (const Case& test_case : cases) {
+    TempDir dir;
+    SaveRandomDraft(*model, dir.path() / "draft");
+    EditConfig(dir.path() / "draft", [&](nlohmann::json& c) {
+      c["speculators_config"]["verifier"]["name_or_path"] = test_case.name_or_path;
+    });
+    const fs::path report = dir.path() / "report.json";
+    auto result = RunDraftforge({"eval", "--verifier", model_dir.string(), "--draft",
+                                 (dir.path() / "draft").string(), "--prompts", greedy.string(), "--max-prompts", "1",
+                                 "--max-new-tokens", "4", "--output", report.string()});
+    EXPECT_EQ(result.exit_code, 0) << result.output;
+    const bool warned = result.output.find("the draft was trained for verifier '" + test_case.name_or_path + "'") !=
+                        std::string::npos;
+    EXPECT_EQ(warned, test_case.warns) << test_case.name_or_path << ": " << result.output;
+  }
 }
 
 }  // namespace

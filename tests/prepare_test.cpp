@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 
 #include "draftforge/data/token_dataset.h"
 #include "draftforge/io/token_freq.h"
@@ -253,6 +254,14 @@ TEST(Prepare, RowOrderMatchesDatasetsShuffle) {
   ASSERT_TRUE(RunPrepare(options).ok());
   EXPECT_EQ(RowIds(TokenDataset::Open(options.output_dir).ValueOrDie()),
             (std::vector<std::vector<int64_t>>{{16}, {17}}));
+
+  // A --max-samples near the int64 limit keeps every row (3 x max must not
+  // overflow).
+  options.output_dir = (dir.path() / "huge").string();
+  options.max_samples = int64_t{4000000000000000000};
+  auto huge = RunPrepare(options);
+  ASSERT_TRUE(huge.ok()) << huge.status().ToString();
+  EXPECT_EQ(TokenDataset::Open(options.output_dir).ValueOrDie().num_rows(), 10);
 }
 
 TEST(Prepare, ShuffleIsAPermutation) {
@@ -264,7 +273,7 @@ TEST(Prepare, ShuffleIsAPermutation) {
   EXPECT_EQ(ShuffledIndices(1000, 7), order);
 }
 
-TEST(Prepare, ExistingOutputAndTokenFreqAreKept) {
+TEST(Prepare, ExistingOutputKeptUnlessOverwrite) {
   TempDir dir;
   auto input = WriteInput(dir, "a.jsonl", "{\"input_ids\": [1, 2]}\n");
   auto options = Options(dir, {input});
@@ -278,12 +287,44 @@ TEST(Prepare, ExistingOutputAndTokenFreqAreKept) {
   EXPECT_TRUE(again->output_existed);
   EXPECT_EQ(TokenDataset::Open(options.output_dir).ValueOrDie().num_rows(), 1);
 
+  // --overwrite replaces the rows and what derives from them in OUTPUT: the
+  // token frequencies and a cached vocabulary mapping.
+  for (const char* name : {"d2t.npy", "t2d.npy"}) {
+    std::ofstream(options.output_dir + "/" + name) << "stale";
+  }
   options.overwrite = true;
   auto rewritten = RunPrepare(options);
   ASSERT_TRUE(rewritten.ok()) << rewritten.status().ToString();
-  EXPECT_FALSE(rewritten->token_freq_written);
+  EXPECT_TRUE(rewritten->token_freq_written);
   EXPECT_EQ(TokenDataset::Open(options.output_dir).ValueOrDie().num_rows(), 2);
-  EXPECT_EQ(io::ReadTokenFreq(freq_path).ValueOrDie(), (std::map<int64_t, int64_t>{{42, 1}}));
+  EXPECT_EQ(io::ReadTokenFreq(freq_path).ValueOrDie(), (std::map<int64_t, int64_t>{{3, 1}, {4, 1}}));
+  EXPECT_FALSE(std::filesystem::exists(options.output_dir + "/d2t.npy"));
+  EXPECT_FALSE(std::filesystem::exists(options.output_dir + "/t2d.npy"));
+
+  // A file named by --token-freq-path is the user's and stays.
+  const std::string own_freq = (dir.path() / "own_freq.pt").string();
+  ASSERT_TRUE(io::WriteTokenFreq(own_freq, {{42, 1}}).ok());
+  options.token_freq_path = own_freq;
+  auto with_own = RunPrepare(options);
+  ASSERT_TRUE(with_own.ok()) << with_own.status().ToString();
+  EXPECT_FALSE(with_own->token_freq_written);
+  EXPECT_EQ(io::ReadTokenFreq(own_freq).ValueOrDie(), (std::map<int64_t, int64_t>{{42, 1}}));
+}
+
+TEST(Prepare, CliRejectsSeedOutsideRange) {
+  TempDir dir;
+  auto input = WriteInput(dir, "a.jsonl", "{\"input_ids\": [1, 2]}\n");
+  for (const char* seed : {"-1", "18446744073709551616", "1.5", "abc"}) {
+    SCOPED_TRACE(seed);
+    auto result = draftforge::testing::RunDraftforge(
+        {"prepare", "--data", input, "--output", (dir.path() / "out").string(), "--seed", seed});
+    EXPECT_NE(result.exit_code, 0) << result.output;
+    EXPECT_NE(result.output.find("must be an integer in 0..18446744073709551615"), std::string::npos)
+        << result.output;
+  }
+  auto largest = draftforge::testing::RunDraftforge(
+      {"prepare", "--data", input, "--output", (dir.path() / "out").string(), "--seed", "18446744073709551615"});
+  EXPECT_EQ(largest.exit_code, 0) << largest.output;
 }
 
 TEST(Prepare, CliPrintsSummary) {

@@ -2,7 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <string>
 
 #include "test_support.h"
 
@@ -120,6 +124,31 @@ TEST(VllmLaunch, MissingExecutableIsReported) {
                                "--vllm-executable", "/nonexistent/vllm"});
   EXPECT_EQ(result.exit_code, 1) << result.output;
   EXPECT_NE(result.output.find("--dry-run"), std::string::npos) << result.output;
+}
+
+TEST(VllmLaunch, ServerGetsTheUserEnvironment) {
+  DF_REQUIRE_SHARED(model, "models/stories260k");
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr || std::getenv("OPENBLAS_THREAD_TIMEOUT") != nullptr) {
+    GTEST_SKIP() << "OMP_WAIT_POLICY or OPENBLAS_THREAD_TIMEOUT is set here, so draftforge adds neither";
+  }
+  // A stand-in for vllm that records the environment it was started with.
+  TempDir dir;
+  const std::filesystem::path fake = dir.path() / "vllm";
+  const std::filesystem::path recorded = dir.path() / "environment.txt";
+  {
+    std::ofstream script(fake);
+    script << "#!/bin/sh\nenv > '" << recorded.string() << "'\n";
+  }
+  std::filesystem::permissions(fake, std::filesystem::perms::owner_all);
+  auto result = RunDraftforge({"launch-vllm", model.string(), "--layers", "1", "2", "3", "5", "--vllm-executable",
+                               fake.string()});
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  std::ifstream in(recorded);
+  const std::string environment((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_FALSE(environment.empty()) << "the stand-in did not run: " << result.output;
+  EXPECT_EQ(environment.find("OMP_WAIT_POLICY="), std::string::npos) << environment;
+  EXPECT_EQ(environment.find("OPENBLAS_THREAD_TIMEOUT="), std::string::npos) << environment;
+  EXPECT_EQ(environment.find("DRAFTFORGE_ADDED_ENV="), std::string::npos) << environment;
 }
 
 }  // namespace

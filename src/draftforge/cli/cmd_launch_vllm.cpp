@@ -10,6 +10,7 @@
 
 #include "draftforge/cli/commands.h"
 #include "draftforge/hidden_states/vllm_launch.h"
+#include "draftforge/util/process_env.h"
 
 namespace draftforge::cli {
 namespace {
@@ -34,6 +35,8 @@ Status RunLaunchVllm(LaunchOptions& options) {
   std::vector<char*> argv;
   for (auto& arg : args) argv.push_back(arg.data());
   argv.push_back(nullptr);
+  // vLLM gets the user's environment, so it runs as the printed command would.
+  util::RemoveAddedEnvironment();
   ::execvp(argv[0], argv.data());
   // execvp returns only on failure.
   return Status::NotFound("cannot run '{}': {}; install vLLM, name its executable with "

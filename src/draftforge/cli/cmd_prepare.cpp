@@ -54,13 +54,15 @@ void AddPrepareCommand(CLI::App& app) {
       ->check(AtLeast(0));
   command->add_option("--seed", options->seed,
                       "Seed of the per-source shuffle that precedes --max-samples selection")
+      ->check(Seed())
       ->capture_default_str();
   command->add_option("--token-freq-path", options->token_freq_path,
                       "Where to write token_freq.pt (default OUTPUT/token_freq.pt); an existing "
                       "file is left untouched");
   command->add_flag("--overwrite", options->overwrite,
                     "Rewrite OUTPUT even if it already holds *.arrow shards (otherwise prepare "
-                    "leaves it as is and exits 0)");
+                    "leaves it as is and exits 0); OUTPUT/token_freq.pt, d2t.npy and t2d.npy are "
+                    "removed and token_freq.pt is written again");
   command->add_option("--num-workers,--num-preprocessing-workers", options->num_workers,
                       "Threads rendering and tokenizing chat records (0 = one per CPU); "
                       "pre-tokenized input is parsed by one thread")

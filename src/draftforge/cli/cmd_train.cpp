@@ -66,7 +66,10 @@ void AddFlags(CLI::App& command, TrainFlags& flags) {
 
   command.add_option("--num-layers", o.num_layers, "Draft decoder layers")->capture_default_str();
   command.add_option("--draft-arch", o.draft_arch, "Draft decoder layer type: llama or qwen3")->capture_default_str();
-  command.add_option("--seed", o.seed, "Seed of the weight initialisation and noise")->capture_default_str();
+  command.add_option("--seed", o.seed,
+                     "Seed of the weight initialisation and noise (the batch order depends only on the epoch, "
+                     "as in speculators)")
+      ->check(Seed())->capture_default_str();
   command.add_option("--noise-std", o.noise_std,
                      "Half-width of the uniform noise added to the auxiliary hidden states of training samples")
       ->capture_default_str();

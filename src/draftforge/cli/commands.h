@@ -30,6 +30,10 @@ void ExitOnError(const Status& status);
 // reads "must be an integer >= 0, got -3".
 CLI::Validator AtLeast(int64_t minimum);
 
+// Validator for a seed flag: a decimal integer in 0..2^64-1, as NumPy accepts
+// it. CLI11 would otherwise wrap "-1" and saturate values above the range.
+CLI::Validator Seed();
+
 // Arguments after "--" that ParseAndRun set aside for launch-vllm.
 std::vector<std::string>& PassthroughArgs();
 

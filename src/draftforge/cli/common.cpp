@@ -2,7 +2,12 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstdlib>
 #include <exception>
+#include <limits>
 #include <string>
 
 #include "draftforge/cli/commands.h"
@@ -25,6 +30,22 @@ CLI::Validator AtLeast(int64_t minimum) {
         return std::string();
       },
       fmt::format("INT>={}", minimum));
+}
+
+CLI::Validator Seed() {
+  return CLI::Validator(
+      [](std::string& input) -> std::string {
+        const bool digits_only =
+            !input.empty() && std::all_of(input.begin(), input.end(), [](char c) { return c >= '0' && c <= '9'; });
+        errno = 0;
+        const unsigned long long value = digits_only ? std::strtoull(input.c_str(), nullptr, 10) : 0;
+        if (!digits_only || errno == ERANGE || value > std::numeric_limits<uint64_t>::max()) {
+          return fmt::format("must be an integer in 0..{} (NumPy's seed range), got {}",
+                             std::numeric_limits<uint64_t>::max(), input);
+        }
+        return std::string();
+      },
+      "UINT64");
 }
 
 namespace {

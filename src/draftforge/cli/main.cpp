@@ -6,10 +6,13 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "draftforge/cli/commands.h"
 #include "draftforge/util/logging.h"
+#include "draftforge/util/process_env.h"
 
 namespace {
 
@@ -27,18 +30,12 @@ namespace {
 //   run. Large GEMMs still use every BLAS thread; the workers only go to sleep
 //   sooner.
 // Unless the user set them, the process re-executes itself once with
-// OMP_WAIT_POLICY=PASSIVE and OPENBLAS_THREAD_TIMEOUT=4 (the minimum).
+// OMP_WAIT_POLICY=PASSIVE and OPENBLAS_THREAD_TIMEOUT=4 (the minimum), and
+// records the names it added so that `launch-vllm` can remove them again.
 void ReexecWithIdleWorkersSleeping(char** argv) {
-  bool changed = false;
-  if (std::getenv("OMP_WAIT_POLICY") == nullptr) {
-    ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-    changed = true;
-  }
-  if (std::getenv("OPENBLAS_THREAD_TIMEOUT") == nullptr) {
-    ::setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1);
-    changed = true;
-  }
-  if (!changed) return;
+  const std::vector<std::string> added = draftforge::util::AddEnvironmentDefaults(
+      {{"OMP_WAIT_POLICY", "PASSIVE"}, {"OPENBLAS_THREAD_TIMEOUT", "4"}});
+  if (added.empty()) return;
   ::execv("/proc/self/exe", argv);
   // execv returns only on failure; then run on with the library defaults.
 }

@@ -413,7 +413,7 @@ Result<PrepareSummary> RunChatPrepare(const PrepareOptions& options) {
   for (size_t source = 0; source < options.data_files.size(); ++source) {
     DF_ASSIGN_OR_RAISE(RecordIndex index, RecordIndex::Build(options.data_files[source]));
     std::vector<int64_t> order = ShuffledIndices(index.size(), options.seed);
-    if (options.max_samples && static_cast<int64_t>(order.size()) > 3 * *options.max_samples) {
+    if (options.max_samples && static_cast<int64_t>(order.size()) / 3 >= *options.max_samples) {
       order.resize(3 * *options.max_samples);
     }
     for (size_t chunk_begin = 0; chunk_begin < order.size(); chunk_begin += kChunkRecords) {

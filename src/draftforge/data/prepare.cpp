@@ -350,7 +350,7 @@ Result<PrepareSummary> RunPrepare(const PrepareOptions& options) {
     // order equals datasets' shuffle of the raw file in prepare_data.py.
     const std::vector<int64_t>& row_of_record = reader.row_of_record();
     std::vector<int64_t> order = ShuffledIndices(static_cast<int64_t>(row_of_record.size()), options.seed);
-    if (options.max_samples && static_cast<int64_t>(order.size()) > 3 * *options.max_samples) {
+    if (options.max_samples && static_cast<int64_t>(order.size()) / 3 >= *options.max_samples) {
       order.resize(3 * *options.max_samples);
     }
     for (int64_t record : order) {
@@ -391,8 +391,22 @@ Status WriteTokenFreqUnlessPresent(const PrepareOptions& options, const std::map
   summary->token_freq_path = options.token_freq_path.empty()
                                  ? (fs::path(options.output_dir) / "token_freq.pt").string()
                                  : options.token_freq_path;
-  // Like prepare_data.py, an existing token_freq.pt is kept even when the
-  // dataset is rewritten.
+  if (options.overwrite) {
+    std::vector<fs::path> derived = {fs::path(options.output_dir) / "d2t.npy",
+                                     fs::path(options.output_dir) / "t2d.npy"};
+    if (options.token_freq_path.empty()) derived.push_back(summary->token_freq_path);
+    for (const fs::path& path : derived) {
+      std::error_code error;
+      if (!fs::exists(path, error)) continue;
+      if (!fs::remove(path, error) || error) {
+        return Status::IOError("cannot remove {}, which derives from the replaced rows: {}; delete it by hand",
+                               path.string(), error.message());
+      }
+      spdlog::info("removed {}: it was derived from the rows --overwrite replaced", path.string());
+    }
+  }
+  // Like prepare_data.py, an existing token_freq.pt is kept otherwise, even
+  // when the dataset is rewritten.
   if (fs::exists(summary->token_freq_path)) return Status::OK();
   const fs::path parent = fs::path(summary->token_freq_path).parent_path();
   if (!parent.empty()) DF_RETURN_NOT_OK(CreateDirectories(parent.string()));

@@ -84,7 +84,10 @@ Result<PrepareSummary> RunPrepare(const PrepareOptions& options);
 
 // Writes `token_freq` to options.token_freq_path (default
 // OUTPUT/token_freq.pt) unless that file exists, and records the path and
-// whether it was written in `summary`.
+// whether it was written in `summary`. With options.overwrite, the files in
+// OUTPUT that derive from the replaced rows go first: OUTPUT/token_freq.pt
+// (when no --token-freq-path is given), and the cached vocabulary mapping
+// OUTPUT/d2t.npy and OUTPUT/t2d.npy, which train would otherwise reuse.
 Status WriteTokenFreqUnlessPresent(const PrepareOptions& options, const std::map<int64_t, int64_t>& token_freq,
                                    PrepareSummary* summary);
 

@@ -115,27 +115,58 @@ Status InstallVocabMapping(const io::SafetensorsFile& file, const std::map<std::
   return train::SetVocabMapping(model, d2t, t2d);
 }
 
+// Returns the model name a verifier directory stands for: "org/name" for a
+// Hugging Face cache snapshot (.../models--org--name/snapshots/<hash>), else
+// the last component of its canonical path (so "." and symlinks resolve).
+std::string VerifierModelName(const std::string& verifier_dir) {
+  std::error_code error;
+  std::filesystem::path path = std::filesystem::weakly_canonical(verifier_dir, error);
+  if (error) path = std::filesystem::path(verifier_dir).lexically_normal();
+  for (const auto& component : path) {
+    const std::string text = component.string();
+    if (text.rfind("models--", 0) == 0) {
+      std::string name = text.substr(8);
+      const size_t separator = name.find("--");
+      if (separator != std::string::npos) name.replace(separator, 2, "/");
+      return name;
+    }
+  }
+  std::string last = path.filename().string();
+  if (last.empty()) last = path.parent_path().filename().string();
+  return last;
+}
+
 // Warns when speculators_config.verifier.name_or_path names a model other than
-// `verifier_dir`. Names are compared by their last path component, because the
-// same model is often reached through another path or a hub name. A draft with
-// the right shapes for another verifier still loads, but it accepts less.
+// `verifier_dir`. A name that is an existing path must be the same directory.
+// Other names (hub ids, or paths of another machine) are compared with the
+// verifier's model name by their last component, because the same model is
+// often stored under another parent directory. A draft with the right shapes
+// for another verifier still loads, but it accepts less.
 void WarnOnOtherVerifierName(const nlohmann::json& json, const std::string& path, const std::string& verifier_dir) {
   const nlohmann::json* name = &json;
   for (const char* key : {"speculators_config", "verifier", "name_or_path"}) {
     if (!name->is_object() || !name->contains(key)) return;
     name = &(*name)[key];
   }
-  if (!name->is_string()) return;
-  auto last_component = [](std::string text) {
-    while (text.size() > 1 && text.back() == '/') text.pop_back();
-    return std::filesystem::path(text).filename().string();
-  };
-  const std::string trained_for = last_component(name->get<std::string>());
-  const std::string given = last_component(verifier_dir);
-  if (!trained_for.empty() && trained_for != given) {
+  if (!name->is_string() || name->get<std::string>().empty()) return;
+  const std::string trained_for = name->get<std::string>();
+
+  std::error_code error;
+  bool same;
+  if (std::filesystem::exists(trained_for, error)) {
+    same = std::filesystem::equivalent(trained_for, verifier_dir, error) && !error;
+  } else {
+    auto last_component = [](const std::string& text) {
+      std::filesystem::path normal = std::filesystem::path(text).lexically_normal();
+      std::string last = normal.filename().string();
+      return last.empty() ? normal.parent_path().filename().string() : last;
+    };
+    same = last_component(trained_for) == last_component(VerifierModelName(verifier_dir));
+  }
+  if (!same) {
     spdlog::warn("{}: the draft was trained for verifier '{}' (speculators_config.verifier.name_or_path), but it "
                  "runs with {}; its acceptance here says little about that pairing",
-                 path, name->get<std::string>(), verifier_dir);
+                 path, trained_for, verifier_dir);
   }
 }
 

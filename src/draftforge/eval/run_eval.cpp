@@ -34,15 +34,15 @@ class ChatPromptRenderer {
     auto renderer = std::unique_ptr<ChatPromptRenderer>(new ChatPromptRenderer());
     const std::string tokenizer_path = tokenizer_dir + "/tokenizer.json";
     if (!std::filesystem::exists(tokenizer_path)) {
-      return Status::NotFound("'messages' prompts need {}, which is missing; pass --tokenizer with a Hugging Face "
-                              "tokenizer directory (the default is the --verifier directory)",
+      return Status::NotFound("'messages' prompts need {}, which is missing; point --tokenizer at a Hugging Face "
+                              "tokenizer directory that has it (without --tokenizer, the --verifier directory is used)",
                               tokenizer_path);
     }
     auto config = chat_template::LoadTokenizerConfig(tokenizer_dir);
     if (!config.ok()) {
       return Status(config.status().code(),
-                    fmt::format("'messages' prompts cannot be rendered: {}; pass --tokenizer with a Hugging Face "
-                                "tokenizer directory (the default is the --verifier directory)",
+                    fmt::format("'messages' prompts cannot be rendered: {}; point --tokenizer at a Hugging Face "
+                                "tokenizer directory (without --tokenizer, the --verifier directory is used)",
                                 config.status().message()));
     }
     renderer->config_ = std::move(*config);
@@ -102,12 +102,16 @@ Result<std::vector<Prompt>> ReadPrompts(const std::string& path, int64_t max_pro
     if (record.is_discarded() || !record.is_object()) {
       return Status::Invalid("{}:{}: not a JSON object", path, shown_line);
     }
-    if (record.contains("input_ids") && record.contains("messages")) {
+    // A null or empty "messages" (as exporters write for absent fields)
+    // counts as absent.
+    const bool has_messages = record.contains("messages") && !record["messages"].is_null() &&
+                              !(record["messages"].is_array() && record["messages"].empty());
+    if (record.contains("input_ids") && has_messages) {
       return Status::Invalid("{}:{}: record has both 'input_ids' and 'messages'; keep one of them, so that the "
                              "prompt is not ambiguous",
                              path, shown_line);
     }
-    if (record.contains("messages")) {
+    if (has_messages) {
       if (!renderer) {
         DF_ASSIGN_OR_RAISE(renderer, ChatPromptRenderer::Create(tokenizer_dir));
       }
@@ -158,7 +162,19 @@ std::vector<int64_t> ConfigEosTokenIds(const engine::LlamaModel& verifier) {
 Result<EvalReport> RunEval(const engine::LlamaModel& verifier, const std::string& draft_dir,
                            const std::vector<Prompt>& prompts, const EvalOptions& options) {
   int64_t longest = 0;
-  for (const auto& prompt : prompts) longest = std::max<int64_t>(longest, prompt.input_ids.size());
+  const int64_t vocab_size = verifier.config().vocab_size;
+  for (const auto& prompt : prompts) {
+    longest = std::max<int64_t>(longest, prompt.input_ids.size());
+    for (size_t i = 0; i < prompt.input_ids.size(); ++i) {
+      const int64_t id = prompt.input_ids[i];
+      if (id < 0 || id >= vocab_size) {
+        return Status::Invalid("prompt on line {}: token id {} at position {} is outside the verifier's vocabulary "
+                               "0..{}; were the prompts tokenized for another model? ('messages' prompts use "
+                               "--tokenizer, by default the --verifier directory)",
+                               prompt.line + 1, id, i, vocab_size - 1);
+      }
+    }
+  }
   // Checked before the draft's KV cache is sized by it, because a huge K
   // would otherwise allocate that cache before any decode rejects it.
   DF_RETURN_NOT_OK(CheckDecodeLength(verifier, longest, options.decode.num_speculative_tokens, options.decode));
