@@ -26,6 +26,7 @@ Two modes (Debian's python3-torch):
 import argparse
 import json
 import math
+import os
 import struct
 import time
 
@@ -348,6 +349,22 @@ def main():
                         help="epochs the learning-rate schedule spans (default --epochs), so that a shortened "
                              "run keeps the schedule of a longer one")
     args = parser.parse_args()
+    if args.epochs < 0:
+        parser.error(f"--epochs must be >= 0, got {args.epochs}")
+    if args.epochs > 0:
+        if not args.data:
+            parser.error("recipe mode (--epochs N) needs --data, a prepared directory with d2t.npy and hidden_states/")
+        for needed in ("d2t.npy", "hidden_states/hs_0.safetensors"):
+            if not os.path.exists(os.path.join(args.data, needed)):
+                parser.error(f"{os.path.join(args.data, needed)} not found; run `draftforge train` once on "
+                             f"{args.data} (it writes d2t.npy) and `draftforge generate` (it writes hidden_states/)")
+        if args.hidden_states:
+            parser.error("--hidden-states belongs to the throughput mode; recipe mode reads DATA/hidden_states")
+    else:
+        if not args.hidden_states:
+            parser.error("throughput mode needs --hidden-states DIR (or pass --epochs N and --data for recipe mode)")
+        if args.steps < 1:
+            parser.error(f"--steps must be >= 1, got {args.steps}")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
