@@ -69,7 +69,8 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->transform(CLI::IsMember(draftforge::LogLevelNames(), CLI::ignore_case));
   app.add_option("--threads", threads,
-                 "CPU threads for tensor math (0 = one per hardware thread)")
+                 "CPU threads for tensor math, per process (0 = one per hardware thread, divided among the ranks "
+                 "that train --nproc-per-node starts on this machine)")
       ->capture_default_str();
   app.parse_complete_callback([&] {
     draftforge::cli::ExitOnError(draftforge::InitLogging(log_level));
