@@ -5,7 +5,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <string>
 
 #include "test_support.h"
@@ -143,8 +142,7 @@ TEST(VllmLaunch, ServerGetsTheUserEnvironment) {
   auto result = RunDraftforge({"launch-vllm", model.string(), "--layers", "1", "2", "3", "5", "--vllm-executable",
                                fake.string()});
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  std::ifstream in(recorded);
-  const std::string environment((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string environment = draftforge::testing::ReadFileText(recorded);
   ASSERT_FALSE(environment.empty()) << "the stand-in did not run: " << result.output;
   EXPECT_EQ(environment.find("OMP_WAIT_POLICY="), std::string::npos) << environment;
   EXPECT_EQ(environment.find("OPENBLAS_THREAD_TIMEOUT="), std::string::npos) << environment;

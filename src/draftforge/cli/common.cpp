@@ -37,9 +37,12 @@ CLI::Validator Seed() {
       [](std::string& input) -> std::string {
         const bool digits_only =
             !input.empty() && std::all_of(input.begin(), input.end(), [](char c) { return c >= '0' && c <= '9'; });
+        // unsigned long long is 64 bits wide here, so strtoull sets ERANGE for
+        // every value above the range.
+        static_assert(std::numeric_limits<unsigned long long>::max() == std::numeric_limits<uint64_t>::max());
         errno = 0;
-        const unsigned long long value = digits_only ? std::strtoull(input.c_str(), nullptr, 10) : 0;
-        if (!digits_only || errno == ERANGE || value > std::numeric_limits<uint64_t>::max()) {
+        if (digits_only) std::strtoull(input.c_str(), nullptr, 10);
+        if (!digits_only || errno == ERANGE) {
           return fmt::format("must be an integer in 0..{} (NumPy's seed range), got {}",
                              std::numeric_limits<uint64_t>::max(), input);
         }

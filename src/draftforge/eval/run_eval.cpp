@@ -55,8 +55,7 @@ class ChatPromptRenderer {
                        chat_template::ChatTemplate::Compile(renderer->config_.chat_template,
                                                             tokenizer_dir + " chat template"));
     renderer->template_ = std::make_unique<chat_template::ChatTemplate>(std::move(compiled));
-    DF_ASSIGN_OR_RAISE(tokenizer::Tokenizer tokenizer,
-                       tokenizer::Tokenizer::FromFile(tokenizer_dir + "/tokenizer.json"));
+    DF_ASSIGN_OR_RAISE(tokenizer::Tokenizer tokenizer, tokenizer::Tokenizer::FromFile(tokenizer_path));
     renderer->tokenizer_ = std::make_unique<tokenizer::Tokenizer>(std::move(tokenizer));
     return renderer;
   }
