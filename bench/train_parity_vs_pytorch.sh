@@ -41,7 +41,7 @@ draftforge=${DRAFTFORGE:-$repo_dir/build/draftforge}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# Runs a command with its output in LOG; on failure, shows the end of LOG.
+# Runs a command with its output in LOG. On failure, prints the end of LOG.
 run_logged() {
   local log=$1
   shift

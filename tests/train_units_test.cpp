@@ -280,7 +280,7 @@ TEST(Multipack, EpochBatchesAreDeterministicAndFit) {
 }
 
 TEST(Multipack, EpochOrderIsNumpyPermutation) {
-  // With one rank and rows that hold one sample each, the batches list the
+  // With one rank and rows that contain one sample each, the batches list the
   // shuffled order itself: default_rng(0 + 2).permutation(10) in NumPy 1.24.
   const std::vector<int64_t> lengths(10, 8);
   Batches batches = EpochBatches(lengths, 8, 1, 0, 0, 2);

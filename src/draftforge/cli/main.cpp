@@ -37,7 +37,7 @@ void ReexecWithIdleWorkersSleeping(char** argv) {
       {{"OMP_WAIT_POLICY", "PASSIVE"}, {"OPENBLAS_THREAD_TIMEOUT", "4"}});
   if (added.empty()) return;
   ::execv("/proc/self/exe", argv);
-  // execv returns only on failure; then run on with the library defaults.
+  // execv returns only on failure, and then the process runs on with the library defaults.
 }
 
 // torch::set_num_threads sizes the OpenMP pool but not OpenBLAS's own thread

@@ -399,7 +399,7 @@ Status WriteTokenFreqUnlessPresent(const PrepareOptions& options, const std::map
       std::error_code error;
       if (!fs::exists(path, error)) continue;
       if (!fs::remove(path, error) || error) {
-        return Status::IOError("cannot remove {}, which derives from the replaced rows: {}; delete it by hand",
+        return Status::IOError("failed to remove {}, which was derived from the replaced rows: {}; delete it by hand",
                                path.string(), error.message());
       }
       spdlog::info("removed {}: it was derived from the rows --overwrite replaced", path.string());

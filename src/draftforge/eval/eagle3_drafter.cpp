@@ -115,7 +115,7 @@ Status InstallVocabMapping(const io::SafetensorsFile& file, const std::map<std::
   return train::SetVocabMapping(model, d2t, t2d);
 }
 
-// Returns the model name a verifier directory stands for: "org/name" for a
+// Returns the model name of a verifier directory: "org/name" for a
 // Hugging Face cache snapshot (.../models--org--name/snapshots/<hash>), else
 // the last component of its canonical path (so "." and symlinks resolve).
 std::string VerifierModelName(const std::string& verifier_dir) {

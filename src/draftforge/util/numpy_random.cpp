@@ -8,7 +8,7 @@
 namespace draftforge::util {
 namespace {
 
-// SeedSequence constants (numpy/random/bit_generator.pyx).
+// Hash and mix constants of NumPy's SeedSequence.
 constexpr uint32_t kInitA = 0x43b0d7e5;
 constexpr uint32_t kMultA = 0x931e8875;
 constexpr uint32_t kInitB = 0x8b51f9dd;

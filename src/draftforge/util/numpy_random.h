@@ -5,10 +5,9 @@
 // port that reproduces the stream trains on the same batches as speculators
 // for the same seed and epoch.
 //
-// Checked against NumPy 1.24 (raw 64-bit outputs and permutations); the
-// algorithms are those of numpy/random/bit_generator.pyx (SeedSequence),
-// numpy/random/src/pcg64 (PCG64, XSL-RR output) and
-// numpy/random/src/distributions (random_interval).
+// The algorithms follow NumPy's SeedSequence, PCG64 (XSL-RR output) and
+// random_interval. The tests compare raw 64-bit outputs and permutations with
+// those of NumPy 1.24.
 #pragma once
 
 #include <cstdint>
